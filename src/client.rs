@@ -1,0 +1,690 @@
+//! The agent client: host records, timeout profiles and the nine worker
+//! RPCs. The one place that knows the worker's endpoints.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde_json::{json, Map, Value};
+use ureq::http::{Method, Response};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::{Agent, Body, RequestBuilder};
+
+use crate::error::{Error, Result, TimeoutPhase};
+use crate::identity::Identity;
+use crate::pki;
+use crate::tls::{PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
+use crate::topology;
+
+/// The worker agent's default port.
+pub const DEFAULT_AGENT_PORT: u16 = 8765;
+/// Default cap on a response body, in bytes (16 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+/// Environment variable that decides hostname verification when a client
+/// is made with [`HostnameVerification::FromEnvironment`].
+pub const VERIFY_HOSTNAME_ENV: &str = "DECNET_VERIFY_HOSTNAME";
+/// Idle connections kept per client.
+const MAX_IDLE_CONNECTIONS: usize = 32;
+
+/// A worker as the master records it. Unknown JSON fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRecord {
+    /// IPv4, IPv6 or DNS name to connect to.
+    pub address: String,
+    /// TCP port of the worker agent.
+    pub port: u16,
+    /// The worker's id.
+    pub uuid: Option<String>,
+    /// The worker's name.
+    pub name: Option<String>,
+    /// SHA-256 fingerprint of the worker's certificate, normalised to 64
+    /// lowercase hex characters; `None` means no pin.
+    pub pin: Option<String>,
+}
+
+impl HostRecord {
+    /// A record for `address` and `port` (0 means 8765), with no pin.
+    pub fn new(address: &str, port: u16) -> Result<Self> {
+        Ok(HostRecord {
+            address: check_address(address)?,
+            port: if port == 0 { DEFAULT_AGENT_PORT } else { port },
+            uuid: None,
+            name: None,
+            pin: None,
+        })
+    }
+
+    /// Parses a host record from JSON text.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid("host_record", format!("not JSON: {e}")))?;
+        Self::from_value(&value)
+    }
+
+    /// Reads a host record from a parsed JSON object. A missing or mistyped
+    /// field is an invalid-argument error naming the field.
+    pub fn from_value(value: &Value) -> Result<Self> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| Error::invalid("host_record", "must be a JSON object"))?;
+        let address = match object.get("address") {
+            Some(Value::String(s)) => check_address(s)?,
+            Some(_) => return Err(Error::invalid("address", "must be a string")),
+            None => return Err(Error::invalid("address", "is required")),
+        };
+        let port = match object.get("agent_port") {
+            None | Some(Value::Null) => DEFAULT_AGENT_PORT,
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(0) => DEFAULT_AGENT_PORT,
+                Some(p) if p <= u64::from(u16::MAX) => p as u16,
+                _ => {
+                    return Err(Error::invalid(
+                        "agent_port",
+                        "must be an integer from 0 to 65535",
+                    ))
+                }
+            },
+            Some(_) => return Err(Error::invalid("agent_port", "must be an integer or null")),
+        };
+        let pin = match optional_string(object, "client_cert_fingerprint")? {
+            Some(text) => Some(pki::normalize_fingerprint(&text).map_err(|_| {
+                Error::invalid(
+                    "client_cert_fingerprint",
+                    "expected 64 hex characters (a SHA-256), optionally separated by ':'",
+                )
+            })?),
+            None => None,
+        };
+        Ok(HostRecord {
+            address,
+            port,
+            uuid: optional_string(object, "uuid")?,
+            name: optional_string(object, "name")?,
+            pin,
+        })
+    }
+
+    /// Sets or clears the pin (any case, `:` separators allowed).
+    pub fn with_pin(mut self, pin: Option<&str>) -> Result<Self> {
+        self.pin = pin.map(pki::normalize_fingerprint).transpose()?;
+        Ok(self)
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        match self.address.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.address, self.port),
+            _ => format!("{}:{}", self.address, self.port),
+        }
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<String>> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::invalid(field, "must be a string or null")),
+    }
+}
+
+/// Accepts an IP literal (IPv6 with or without brackets) or a DNS name.
+fn check_address(address: &str) -> Result<String> {
+    let bare = address
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(address);
+    if bare.parse::<IpAddr>().is_ok() {
+        return Ok(bare.to_string());
+    }
+    if ServerName::try_from(bare).is_err() || bare.contains(['/', '?', '#', '@', ' ', ':']) {
+        return Err(Error::invalid(
+            "address",
+            format!("{address:?} is neither an IP address nor a DNS name"),
+        ));
+    }
+    Ok(bare.to_string())
+}
+
+/// Whether the worker's certificate must name the address dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostnameVerification {
+    /// Check the name or IP against the certificate's SANs.
+    On,
+    /// Check only the chain to the CA (and the pin, if any).
+    Off,
+    /// Read `DECNET_VERIFY_HOSTNAME` (`true`/`false`); on when unset.
+    FromEnvironment,
+}
+
+impl HostnameVerification {
+    /// Resolves the choice to on (`true`) or off.
+    pub fn resolve(self) -> Result<bool> {
+        match self {
+            HostnameVerification::On => Ok(true),
+            HostnameVerification::Off => Ok(false),
+            HostnameVerification::FromEnvironment => match std::env::var(VERIFY_HOSTNAME_ENV) {
+                Err(std::env::VarError::NotPresent) => Ok(true),
+                Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Ok(true),
+                    "false" | "0" | "no" | "off" => Ok(false),
+                    _ => Err(Error::invalid(
+                        VERIFY_HOSTNAME_ENV,
+                        format!("{value:?} is neither true nor false"),
+                    )),
+                },
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(Error::invalid(VERIFY_HOSTNAME_ENV, "is not valid UTF-8"))
+                }
+            },
+        }
+    }
+}
+
+/// The timeout profiles of the worker contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Profile {
+    /// Short control calls (health, status, deploy, mutate, teardown, …).
+    Control = 0,
+    /// Long synchronous deployments (kept for callers; `/deploy` answers 202
+    /// at once and uses `Control`).
+    Deploy = 1,
+    /// `POST /topology/apply`.
+    TopologyApply = 2,
+    /// `POST /topology/teardown`.
+    TopologyTeardown = 3,
+}
+
+impl Profile {
+    /// Every profile, in code order.
+    pub const ALL: [Profile; 4] = [
+        Profile::Control,
+        Profile::Deploy,
+        Profile::TopologyApply,
+        Profile::TopologyTeardown,
+    ];
+
+    /// The profile with numeric code `code`.
+    pub fn from_code(code: u32) -> Option<Profile> {
+        Profile::ALL.get(code as usize).copied()
+    }
+
+    /// The spec's name (`control`, `deploy`, `topology-apply`, `topology-teardown`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Control => "control",
+            Profile::Deploy => "deploy",
+            Profile::TopologyApply => "topology-apply",
+            Profile::TopologyTeardown => "topology-teardown",
+        }
+    }
+
+    /// The spec's default timeouts for this profile.
+    pub fn default_timeouts(self) -> Timeouts {
+        let secs = |connect, read, write, pool| Timeouts {
+            connect: Duration::from_secs(connect),
+            read: Duration::from_secs(read),
+            write: Duration::from_secs(write),
+            pool: Duration::from_secs(pool),
+        };
+        match self {
+            Profile::Control => secs(5, 15, 5, 5),
+            Profile::Deploy => secs(10, 600, 30, 5),
+            Profile::TopologyApply => secs(10, 600, 30, 5),
+            Profile::TopologyTeardown => secs(10, 300, 30, 5),
+        }
+    }
+}
+
+/// The timeouts of one profile.
+///
+/// Mapping onto ureq: `connect` bounds name resolution and, separately, the
+/// TCP connect plus the TLS handshake; `write` bounds sending the request
+/// headers and, separately, the body; `read` bounds the wait for the
+/// response headers and, separately, the whole body (a worker that drips
+/// bytes cannot stretch it). `pool` is kept for the contract's table but
+/// has no effect: the pool never makes a call wait, it opens a new
+/// connection when no idle one is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connection setup: TCP connect and TLS handshake.
+    pub connect: Duration,
+    /// Waiting for the response headers; reading the response body.
+    pub read: Duration,
+    /// Sending the request.
+    pub write: Duration,
+    /// Waiting for a pooled connection (no effect, see above).
+    pub pool: Duration,
+}
+
+impl Timeouts {
+    fn check(&self) -> Result<()> {
+        for (name, d) in [
+            ("connect", self.connect),
+            ("read", self.read),
+            ("write", self.write),
+        ] {
+            if d.is_zero() {
+                return Err(Error::invalid(name, "timeout must be greater than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client for one worker agent.
+///
+/// `Send + Sync`: share it between threads (`Arc<AgentClient>`); calls block
+/// only their own thread and share one keep-alive connection pool. Every
+/// connection is verified — chain, hostname when enabled, pin when set —
+/// inside its own TLS handshake.
+pub struct AgentClient {
+    record: HostRecord,
+    base_url: String,
+    agent: Agent,
+    session: Arc<TlsSession>,
+    profiles: RwLock<[Timeouts; 4]>,
+    max_response_bytes: AtomicU64,
+}
+
+impl fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl AgentClient {
+    /// A client for the worker in `record`, presenting `identity`.
+    pub fn new(
+        identity: &Identity,
+        record: HostRecord,
+        hostname: HostnameVerification,
+    ) -> Result<Self> {
+        let verify_hostname = hostname.resolve()?;
+        let server_name = ServerName::try_from(record.address.clone())
+            .map_err(|_| Error::invalid("address", "not usable as a TLS server name"))?;
+        let session = Arc::new(TlsSession::new(
+            identity,
+            PeerPolicy {
+                address: record.authority(),
+                server_name,
+                verify_hostname,
+                pin: record.pin.clone(),
+            },
+        )?);
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .https_only(true)
+            .proxy(None)
+            .max_idle_connections(MAX_IDLE_CONNECTIONS)
+            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
+            .user_agent(concat!("decnet-agent-client/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let agent = Agent::with_parts(
+            config,
+            PinnedConnector {
+                session: session.clone(),
+            },
+            DefaultResolver::default(),
+        );
+        Ok(AgentClient {
+            base_url: format!("https://{}", record.authority()),
+            record,
+            agent,
+            session,
+            profiles: RwLock::new(Profile::ALL.map(Profile::default_timeouts)),
+            max_response_bytes: AtomicU64::new(DEFAULT_MAX_RESPONSE_BYTES),
+        })
+    }
+
+    /// A client from a host-record JSON text.
+    pub fn from_host_json(
+        identity: &Identity,
+        host_json: &str,
+        hostname: HostnameVerification,
+    ) -> Result<Self> {
+        Self::new(identity, HostRecord::from_json(host_json)?, hostname)
+    }
+
+    /// The host record this client talks to.
+    pub fn host(&self) -> &HostRecord {
+        &self.record
+    }
+
+    /// `AgentClient(name='…', address='…', port=…)`.
+    pub fn describe(&self) -> String {
+        let name = match &self.record.name {
+            Some(name) => format!("'{name}'"),
+            None => "None".to_string(),
+        };
+        format!(
+            "AgentClient(name={name}, address='{}', port={})",
+            self.record.address, self.record.port
+        )
+    }
+
+    /// Opens and verifies one connection now (chain, hostname, pin), so a
+    /// wrong worker fails before any request. The first call then reuses
+    /// it: one handshake, not two. With TLS 1.3 a worker that rejects the
+    /// client certificate says so only after the handshake, so that failure
+    /// surfaces on the first call.
+    pub fn connect(&self) -> Result<()> {
+        let timeouts = self.timeouts(Profile::Control);
+        let addrs: Vec<SocketAddr> = (self.record.address.as_str(), self.record.port)
+            .to_socket_addrs()
+            .map_err(|e| Error::Connect {
+                address: self.record.authority(),
+                reason: format!("cannot resolve: {e}"),
+            })?
+            .collect();
+        self.session.open_warm(&addrs, timeouts.connect)
+    }
+
+    /// The timeouts of `profile`.
+    pub fn timeouts(&self, profile: Profile) -> Timeouts {
+        self.profiles.read().unwrap_or_else(|p| p.into_inner())[profile as usize]
+    }
+
+    /// Replaces the timeouts of `profile` for later calls. Zero durations
+    /// (other than `pool`) are rejected.
+    pub fn set_timeouts(&self, profile: Profile, timeouts: Timeouts) -> Result<()> {
+        timeouts.check()?;
+        self.profiles.write().unwrap_or_else(|p| p.into_inner())[profile as usize] = timeouts;
+        Ok(())
+    }
+
+    /// The cap on a response body, in bytes.
+    pub fn max_response_bytes(&self) -> u64 {
+        self.max_response_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the cap on a response body (at least 1 byte). A larger body is a
+    /// protocol error, and no more than the cap is read into memory.
+    pub fn set_max_response_bytes(&self, limit: u64) -> Result<()> {
+        if limit == 0 {
+            return Err(Error::invalid("max_response_bytes", "must be at least 1"));
+        }
+        self.max_response_bytes.store(limit, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// TLS handshakes this client has completed; each was verified and pinned.
+    pub fn handshake_count(&self) -> u64 {
+        self.session.handshakes()
+    }
+
+    /// Times this client's certificate verifier ran (one per handshake).
+    pub fn verification_count(&self) -> u64 {
+        self.session.verifications()
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Result<Value> {
+        self.get("/health", Profile::Control)
+    }
+
+    /// `GET /status`: the deployment snapshot.
+    pub fn status(&self) -> Result<Value> {
+        self.get("/status", Profile::Control)
+    }
+
+    /// `POST /deploy`. The config's shape is checked before any traffic: an
+    /// object whose `deckies` is a non-empty array of objects with a string
+    /// `name`. Success is 202 (the worker deploys in the background).
+    pub fn deploy(&self, config: &Value, dry_run: bool, no_cache: bool) -> Result<Value> {
+        check_deploy_config(config)?;
+        let body = json!({"config": config, "dry_run": dry_run, "no_cache": no_cache});
+        self.post("/deploy", Some(&body), Profile::Control)
+    }
+
+    /// `POST /mutate`: swap `services` on decky `decky_id`.
+    pub fn mutate<S: AsRef<str>>(
+        &self,
+        decky_id: &str,
+        services: &[S],
+        dry_run: bool,
+    ) -> Result<Value> {
+        if decky_id.is_empty() {
+            return Err(Error::invalid("decky_id", "must not be empty"));
+        }
+        let services: Vec<&str> = services.iter().map(AsRef::as_ref).collect();
+        let body = json!({"decky_id": decky_id, "services": services, "dry_run": dry_run});
+        self.post("/mutate", Some(&body), Profile::Control)
+    }
+
+    /// `POST /teardown` of one decky, or of everything when `decky_id` is `None`.
+    pub fn teardown(&self, decky_id: Option<&str>) -> Result<Value> {
+        let body = json!({ "decky_id": decky_id });
+        self.post("/teardown", Some(&body), Profile::Control)
+    }
+
+    /// `POST /self-destruct`: the worker wipes itself.
+    pub fn self_destruct(&self) -> Result<Value> {
+        self.post("/self-destruct", None, Profile::Control)
+    }
+
+    /// `POST /topology/apply`. With `version_hash` `None` the canonical hash
+    /// of `hydrated` is computed (see [`topology::canonical_hash`]).
+    pub fn apply_topology(&self, hydrated: &Value, version_hash: Option<&str>) -> Result<Value> {
+        if !hydrated.is_object() {
+            return Err(Error::invalid("hydrated", "must be a JSON object"));
+        }
+        let version_hash = match version_hash {
+            Some(hash) => hash.to_string(),
+            None => topology::canonical_hash(hydrated)?,
+        };
+        let body = json!({"hydrated": hydrated, "version_hash": version_hash});
+        self.post("/topology/apply", Some(&body), Profile::TopologyApply)
+    }
+
+    /// `POST /topology/teardown` of `topology_id`.
+    pub fn teardown_topology(&self, topology_id: &str) -> Result<Value> {
+        if topology_id.is_empty() {
+            return Err(Error::invalid("topology_id", "must not be empty"));
+        }
+        let body = json!({ "topology_id": topology_id });
+        self.post("/topology/teardown", Some(&body), Profile::TopologyTeardown)
+    }
+
+    /// `GET /topology/state`.
+    pub fn topology_state(&self) -> Result<Value> {
+        self.get("/topology/state", Profile::Control)
+    }
+
+    /// A GET is idempotent: when it fails on a connection the worker had
+    /// closed while idle, before any response byte, it is sent once more on
+    /// a new connection.
+    fn get(&self, path: &str, profile: Profile) -> Result<Value> {
+        match self.exchange(Method::GET, path, None, profile) {
+            Err(Exchange::Stale(_)) => self.exchange(Method::GET, path, None, profile),
+            other => other,
+        }
+        .map_err(|e| e.into_error(&self.record, false))
+        .and_then(|response| self.read_response(response))
+    }
+
+    /// A POST is never sent twice; when its connection dies the error says
+    /// whether the worker may have received it.
+    fn post(&self, path: &str, body: Option<&Value>, profile: Profile) -> Result<Value> {
+        let bytes = body.map(|b| b.to_string().into_bytes());
+        self.exchange(Method::POST, path, bytes.as_deref(), profile)
+            .map_err(|e| e.into_error(&self.record, true))
+            .and_then(|response| self.read_response(response))
+    }
+
+    fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        profile: Profile,
+    ) -> std::result::Result<Response<Body>, Exchange> {
+        let timeouts = self.timeouts(profile);
+        let url = format!("{}{path}", self.base_url);
+        let result = if method == Method::GET {
+            with_timeouts(self.agent.get(&url), timeouts)
+                .header("accept", "application/json")
+                .call()
+        } else {
+            let request =
+                with_timeouts(self.agent.post(&url), timeouts).header("accept", "application/json");
+            match body {
+                Some(bytes) => request
+                    .header("content-type", "application/json")
+                    .send(bytes),
+                None => request.send_empty(),
+            }
+        };
+        result.map_err(|error| match error {
+            ureq::Error::Other(inner) => match inner.downcast::<StaleConnection>() {
+                Ok(stale) => Exchange::Stale(stale.reason),
+                Err(inner) => Exchange::Failed(ureq::Error::Other(inner)),
+            },
+            other => Exchange::Failed(other),
+        })
+    }
+
+    fn read_response(&self, mut response: Response<Body>) -> Result<Value> {
+        let status = response.status().as_u16();
+        let limit = self.max_response_bytes();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => {
+                    Error::protocol(format!("response body exceeds {limit} bytes"))
+                }
+                other => Exchange::Failed(other).into_error(&self.record, false),
+            })?;
+        if (200..300).contains(&status) {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(value @ Value::Object(_)) => Ok(value),
+                Ok(_) => Err(Error::protocol(format!(
+                    "HTTP {status} body is JSON but not an object"
+                ))),
+                Err(e) => Err(Error::protocol(format!(
+                    "HTTP {status} body is not JSON: {e}"
+                ))),
+            }
+        } else {
+            let detail = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("detail").cloned())
+                .map(|d| match d {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                });
+            Err(Error::HttpStatus {
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+                detail,
+            })
+        }
+    }
+}
+
+/// Applies a profile to one request (see [`Timeouts`] for the mapping).
+fn with_timeouts<B>(request: RequestBuilder<B>, t: Timeouts) -> RequestBuilder<B> {
+    request
+        .config()
+        .timeout_resolve(Some(t.connect))
+        .timeout_connect(Some(t.connect))
+        .timeout_send_request(Some(t.write))
+        .timeout_send_body(Some(t.write))
+        .timeout_recv_response(Some(t.read))
+        .timeout_recv_body(Some(t.read))
+        .build()
+}
+
+/// How one attempt ended, before it is mapped to the taxonomy.
+enum Exchange {
+    /// The reused connection was closed by the worker before any response byte.
+    Stale(String),
+    /// Any other failure.
+    Failed(ureq::Error),
+}
+
+impl Exchange {
+    fn into_error(self, record: &HostRecord, is_post: bool) -> Error {
+        let address = record.authority();
+        match self {
+            Exchange::Stale(reason) => Error::ConnectionLost {
+                address,
+                reason,
+                may_have_reached_worker: is_post,
+            },
+            Exchange::Failed(error) => map_ureq_error(error, address),
+        }
+    }
+}
+
+fn map_ureq_error(error: ureq::Error, address: String) -> Error {
+    use ureq::Timeout as T;
+    match error {
+        ureq::Error::Other(inner) => match inner.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::internal(other.to_string()),
+        },
+        ureq::Error::Timeout(which) => Error::Timeout {
+            address,
+            phase: match which {
+                T::Resolve | T::Connect => TimeoutPhase::Connect,
+                T::SendRequest | T::SendBody | T::PerWrite => TimeoutPhase::Write,
+                _ => TimeoutPhase::Read,
+            },
+        },
+        ureq::Error::HostNotFound => Error::Connect {
+            address,
+            reason: "the name does not resolve".into(),
+        },
+        ureq::Error::ConnectionFailed => Error::Connect {
+            address,
+            reason: "connection failed".into(),
+        },
+        ureq::Error::Io(e) => Error::ConnectionLost {
+            address,
+            reason: e.to_string(),
+            may_have_reached_worker: true,
+        },
+        ureq::Error::BodyExceedsLimit(n) => {
+            Error::protocol(format!("response body exceeds {n} bytes"))
+        }
+        ureq::Error::BadUri(e) => Error::invalid("address", e),
+        other @ (ureq::Error::Protocol(_)
+        | ureq::Error::LargeResponseHeader(..)
+        | ureq::Error::BodyStalled) => Error::protocol(other.to_string()),
+        other => Error::internal(other.to_string()),
+    }
+}
+
+/// The local check of a deployment config: an object with a non-empty
+/// `deckies` array whose entries are objects with a string `name`.
+pub fn check_deploy_config(config: &Value) -> Result<()> {
+    let object = config
+        .as_object()
+        .ok_or_else(|| Error::invalid("config", "must be a JSON object"))?;
+    let deckies = match object.get("deckies") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        Some(Value::Array(_)) => return Err(Error::invalid("config.deckies", "must not be empty")),
+        Some(_) => return Err(Error::invalid("config.deckies", "must be an array")),
+        None => return Err(Error::invalid("config.deckies", "is required")),
+    };
+    for (i, decky) in deckies.iter().enumerate() {
+        match decky.get("name") {
+            Some(Value::String(_)) if decky.is_object() => {}
+            _ => {
+                return Err(Error::invalid(
+                    format!("config.deckies[{i}]"),
+                    "must be an object with a string `name`",
+                ))
+            }
+        }
+    }
+    Ok(())
+}

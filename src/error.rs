@@ -1,0 +1,276 @@
+//! The error taxonomy shared by every layer of the library.
+//!
+//! Callers tell failures apart by [`ErrorKind`], never by parsing messages.
+//! Each kind has a stable numeric code ([`ErrorKind::code`]) that the C result
+//! enum, the Python exceptions and the command-line exit codes all reuse.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// The result type of every fallible function in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which step of an exchange a timeout interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeoutPhase {
+    /// Resolving the name and opening the TCP connection.
+    Connect,
+    /// The TLS handshake.
+    Handshake,
+    /// Sending the request.
+    Write,
+    /// Waiting for and reading the response.
+    Read,
+    /// Waiting for a connection from the pool.
+    Pool,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::Handshake => "handshake",
+            TimeoutPhase::Write => "write",
+            TimeoutPhase::Read => "read",
+            TimeoutPhase::Pool => "pool",
+        })
+    }
+}
+
+/// Every failure the library reports.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller-supplied argument was rejected before any I/O.
+    #[error("invalid argument `{argument}`: {reason}")]
+    InvalidArgument {
+        /// The argument (or host-record field) at fault.
+        argument: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A file-system operation failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Certificate or key material is unreadable, corrupt or inconsistent.
+    #[error("PKI material {}: {reason}", path.display())]
+    Pki {
+        /// The file (or directory) holding the material.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A bundle directory does not hold all three enrollment files.
+    #[error("not enrolled: {} lacks {missing}", dir.display())]
+    NotEnrolled {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The first missing file name.
+        missing: String,
+    },
+
+    /// The TCP connection could not be opened (refused, unreachable, DNS).
+    #[error("cannot connect to {address}: {reason}")]
+    Connect {
+        /// `host:port` that was dialled.
+        address: String,
+        /// What the resolver or the socket said.
+        reason: String,
+    },
+
+    /// The TLS handshake or record layer failed (untrusted certificate,
+    /// hostname mismatch, client certificate rejected, protocol alert).
+    #[error("TLS failure with {address}: {reason}")]
+    Tls {
+        /// `host:port` of the worker.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
+
+    /// The worker's certificate does not match the pinned fingerprint.
+    /// A security event: never retry it as transient.
+    #[error(
+        "certificate pin mismatch for {address}: expected {}…, got {}…",
+        &expected[..expected.len().min(16)],
+        &actual[..actual.len().min(16)]
+    )]
+    PinMismatch {
+        /// `host:port` of the worker.
+        address: String,
+        /// The pinned fingerprint (64 lowercase hex characters).
+        expected: String,
+        /// The fingerprint the worker presented.
+        actual: String,
+    },
+
+    /// A timeout of the call's profile expired.
+    #[error("timed out during {phase} with {address}")]
+    Timeout {
+        /// `host:port` of the worker.
+        address: String,
+        /// Which step ran out of time.
+        phase: TimeoutPhase,
+    },
+
+    /// The worker answered with a non-2xx status.
+    #[error("HTTP {status} from worker{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+        /// The raw response body (UTF-8, lossily decoded).
+        body: String,
+        /// The `detail` member of a JSON error body, rendered as text.
+        detail: Option<String>,
+    },
+
+    /// The worker's answer broke the protocol: malformed HTTP, a body that is
+    /// not a JSON object, or a body over the size cap.
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// An established connection died before the response was complete.
+    #[error("connection to {address} lost: {reason}{}", if *may_have_reached_worker { " (the request may have reached the worker)" } else { "" })]
+    ConnectionLost {
+        /// `host:port` of the worker.
+        address: String,
+        /// What happened.
+        reason: String,
+        /// True when the request had been sent, so the worker may have acted on it.
+        may_have_reached_worker: bool,
+    },
+
+    /// A bug or an unexpected state inside the library.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The kind of an [`Error`], with a stable numeric code.
+///
+/// Codes are part of the ABI: they never change meaning. `0` means success
+/// and is not a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum ErrorKind {
+    /// 1: a caller-supplied argument was rejected.
+    InvalidArgument = 1,
+    /// 2: a file-system operation failed.
+    Io = 2,
+    /// 3: certificate or key material is unreadable, corrupt or inconsistent.
+    Pki = 3,
+    /// 4: a bundle directory is incomplete.
+    NotEnrolled = 4,
+    /// 5: the TCP connection could not be opened.
+    Connect = 5,
+    /// 6: the TLS handshake or record layer failed.
+    Tls = 6,
+    /// 7: the worker's certificate does not match the pin.
+    PinMismatch = 7,
+    /// 8: a timeout expired.
+    Timeout = 8,
+    /// 9: the worker answered with a non-2xx status.
+    HttpStatus = 9,
+    /// 10: the worker's answer broke the protocol.
+    Protocol = 10,
+    /// 11: the connection died mid-exchange.
+    ConnectionLost = 11,
+    /// 12: a bug inside the library.
+    Internal = 12,
+}
+
+impl ErrorKind {
+    /// The stable numeric code of this kind.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// A short, stable, lowercase name (`pin_mismatch`, `http_status`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Io => "io",
+            ErrorKind::Pki => "pki",
+            ErrorKind::NotEnrolled => "not_enrolled",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::PinMismatch => "pin_mismatch",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::ConnectionLost => "connection_lost",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Pki { .. } => ErrorKind::Pki,
+            Error::NotEnrolled { .. } => ErrorKind::NotEnrolled,
+            Error::Connect { .. } => ErrorKind::Connect,
+            Error::Tls { .. } => ErrorKind::Tls,
+            Error::PinMismatch { .. } => ErrorKind::PinMismatch,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::HttpStatus { .. } => ErrorKind::HttpStatus,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::ConnectionLost { .. } => ErrorKind::ConnectionLost,
+            Error::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(argument: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            argument: argument.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Pki`].
+    pub fn pki(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Pki {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Protocol`].
+    pub fn protocol(reason: impl Into<String>) -> Self {
+        Error::Protocol {
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(reason: impl Into<String>) -> Self {
+        Error::Internal {
+            reason: reason.into(),
+        }
+    }
+}

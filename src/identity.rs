@@ -1,0 +1,192 @@
+//! The master's identity: its client certificate, private key and the CA it
+//! trusts, loaded and ready for TLS.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::{Error, Result};
+use crate::pki::{self, Bundle, CertificateAuthority, BUNDLE_CERT_FILE, BUNDLE_KEY_FILE};
+use crate::secure_fs::{self, DirLock};
+
+/// The master's leaf name.
+pub const MASTER_NAME: &str = "decnet-master";
+/// Subject alternative names of the master certificate.
+pub const MASTER_SANS: [&str; 2] = ["127.0.0.1", MASTER_NAME];
+/// The master bundle's directory inside the CA directory.
+pub const MASTER_DIR: &str = "master";
+
+/// The default CA directory, `$HOME/.decnet/ca`.
+pub fn default_ca_dir() -> Result<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(home) if !home.is_empty() => Ok(PathBuf::from(home).join(".decnet").join("ca")),
+        _ => Err(Error::invalid(
+            "ca_dir",
+            "no directory given and HOME is not set",
+        )),
+    }
+}
+
+/// Makes sure `<ca_dir>/master/` holds the master bundle, creating the CA
+/// (see [`CertificateAuthority::ensure`]) and the bundle as needed, and
+/// returns the bundle.
+///
+/// As in the reference, the bundle is (re)issued when any of its three files
+/// is missing. A complete bundle that is unreadable, whose key does not match
+/// its certificate, or whose `ca.crt` is not the CA's is an error, never
+/// silently replaced. Safe against concurrent callers and crashes: the key
+/// is removed first and written last, so an interrupted issue leaves a
+/// bundle that the next call re-issues.
+pub fn ensure_master_bundle(ca_dir: &Path) -> Result<Bundle> {
+    secure_fs::create_private_dir(ca_dir)?;
+    let _lock = DirLock::acquire(ca_dir)?;
+    let ca = CertificateAuthority::ensure_locked(ca_dir)?;
+    let dir = ca_dir.join(MASTER_DIR);
+    let bundle = match Bundle::load(&dir) {
+        Ok(bundle) => bundle,
+        Err(Error::NotEnrolled { .. }) => {
+            let key_path = dir.join(BUNDLE_KEY_FILE);
+            if let Err(e) = std::fs::remove_file(&key_path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(Error::io(key_path, e));
+                }
+            }
+            let bundle = ca.issue(MASTER_NAME, &MASTER_SANS, pki::LEAF_VALIDITY_DAYS)?;
+            bundle.write(&dir)?;
+            bundle
+        }
+        Err(other) => return Err(other),
+    };
+    let bundle_ca = pki::parse_cert_pem(bundle.ca_cert_pem.as_bytes(), &dir.join("ca.crt"))?;
+    if bundle_ca != *ca.cert_der() {
+        return Err(Error::pki(
+            dir.join("ca.crt"),
+            "is not the certificate of the CA in the CA directory",
+        ));
+    }
+    Ok(bundle)
+}
+
+struct Material {
+    ca_cert: CertificateDer<'static>,
+    cert: CertificateDer<'static>,
+    key: PrivateKeyDer<'static>,
+    fingerprint: String,
+}
+
+/// The master's TLS identity: client certificate, private key and the CA
+/// certificate that is the only trust anchor.
+///
+/// Cheap to clone (reference-counted) and safe to share between threads.
+#[derive(Clone)]
+pub struct Identity {
+    material: Arc<Material>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("fingerprint", &self.material.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Ensures the CA and the master bundle under `ca_dir` (default
+    /// `$HOME/.decnet/ca`, see [`ensure_master_bundle`]) and loads the
+    /// master identity.
+    pub fn ensure(ca_dir: Option<&Path>) -> Result<Self> {
+        let dir = match ca_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => default_ca_dir()?,
+        };
+        let bundle = ensure_master_bundle(&dir)?;
+        Self::from_pem_parts(
+            bundle.ca_cert_pem.as_bytes(),
+            bundle.cert_pem.as_bytes(),
+            bundle.key_pem.as_bytes(),
+            &dir.join(MASTER_DIR),
+        )
+    }
+
+    /// Loads an identity from three PEM files: the CA certificate, the
+    /// client certificate and its private key.
+    pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        let ca_pem = secure_fs::read(ca_cert)?;
+        let cert_pem = secure_fs::read(cert)?;
+        let key_pem = secure_fs::read(key)?;
+        let ca_der = pki::parse_cert_pem(&ca_pem, ca_cert)?;
+        let cert_der = pki::parse_cert_pem(&cert_pem, cert)?;
+        let key_der = parse_private_key(&key_pem, key)?;
+        Ok(Self::from_der(ca_der, cert_der, key_der))
+    }
+
+    /// Loads the identity of a bundle directory (`ca.crt`, `worker.crt`,
+    /// `worker.key`); [`Error::NotEnrolled`] when a file is missing.
+    pub fn load_dir(dir: &Path) -> Result<Self> {
+        let bundle = Bundle::load(dir)?;
+        Self::from_bundle(&bundle, dir)
+    }
+
+    /// Builds an identity from an in-memory bundle; `origin` names the
+    /// bundle in errors.
+    pub fn from_bundle(bundle: &Bundle, origin: &Path) -> Result<Self> {
+        Self::from_pem_parts(
+            bundle.ca_cert_pem.as_bytes(),
+            bundle.cert_pem.as_bytes(),
+            bundle.key_pem.as_bytes(),
+            origin,
+        )
+    }
+
+    fn from_pem_parts(ca: &[u8], cert: &[u8], key: &[u8], origin: &Path) -> Result<Self> {
+        let ca_der = pki::parse_cert_pem(ca, &origin.join(pki::CA_CERT_FILE))?;
+        let cert_der = pki::parse_cert_pem(cert, &origin.join(BUNDLE_CERT_FILE))?;
+        let key_der = parse_private_key(key, &origin.join(BUNDLE_KEY_FILE))?;
+        Ok(Self::from_der(ca_der, cert_der, key_der))
+    }
+
+    fn from_der(
+        ca_cert: CertificateDer<'static>,
+        cert: CertificateDer<'static>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
+        let fingerprint = pki::fingerprint_der(&cert);
+        Identity {
+            material: Arc::new(Material {
+                ca_cert,
+                cert,
+                key,
+                fingerprint,
+            }),
+        }
+    }
+
+    /// The fingerprint of this identity's certificate.
+    pub fn fingerprint(&self) -> &str {
+        &self.material.fingerprint
+    }
+
+    /// The CA certificate (the only trust anchor), DER.
+    pub fn ca_cert(&self) -> &CertificateDer<'static> {
+        &self.material.ca_cert
+    }
+
+    /// The client certificate, DER.
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.material.cert
+    }
+
+    /// The private key, DER.
+    pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.material.key
+    }
+}
+
+fn parse_private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| Error::pki(path, format!("no readable PEM private key: {e}")))
+}

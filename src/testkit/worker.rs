@@ -1,0 +1,591 @@
+//! The stand-in worker agent: a real rustls server on loopback that demands
+//! a client certificate from the CA, speaks HTTP/1.1 with keep-alive,
+//! implements every endpoint of the contract with its status codes, keeps a
+//! ledger of what it received and injects faults on demand.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use serde_json::{json, Value};
+
+use super::http::{self, Request};
+use crate::error::{Error, Result};
+use crate::pki::{self, Bundle};
+use crate::topology;
+
+/// How long a connection may wait for its handshake or its next request
+/// when no fault says otherwise.
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A misbehaviour the stand-in applies to every request while it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Behave like the real worker.
+    #[default]
+    None,
+    /// Wait this long before answering.
+    Stall(Duration),
+    /// Close a kept-alive connection that has been idle this long.
+    CloseIdleAfter(Duration),
+    /// Answer 200 with a body of this many bytes.
+    OversizedBody(usize),
+    /// Send the headers and half the body, then drop the connection.
+    ResetMidBody,
+    /// Answer 200 with a body that is not JSON.
+    NonJsonBody,
+    /// Send the response one byte per interval.
+    Drip(Duration),
+    /// Read the request, then close without answering.
+    CloseAfterRequest,
+}
+
+/// One request as the stand-in received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// The parsed JSON body; `Null` when the body was empty.
+    pub body: Value,
+    /// Which accepted connection carried it (counts from 1).
+    pub connection: u64,
+}
+
+#[derive(Debug, Default)]
+struct AgentState {
+    deckies: Option<Vec<String>>,
+    topology: Option<(String, String)>,
+}
+
+/// The certificate the stand-in presents; swappable between connections.
+#[derive(Debug)]
+struct SwappableCert {
+    current: RwLock<(Arc<CertifiedKey>, String)>,
+}
+
+impl ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(bundle: &Bundle) -> Result<(Arc<CertifiedKey>, String)> {
+    let origin = std::path::Path::new("<stand-in bundle>");
+    let cert = pki::parse_cert_pem(bundle.cert_pem.as_bytes(), origin)?;
+    let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
+        .map_err(|e| Error::pki(origin, format!("key: {e}")))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| Error::pki(origin, format!("key: {e}")))?;
+    let fingerprint = pki::fingerprint_der(&cert);
+    Ok((Arc::new(CertifiedKey::new(vec![cert], signer)), fingerprint))
+}
+
+struct Shared {
+    fault: Mutex<Fault>,
+    ledger: Mutex<Vec<LedgerEntry>>,
+    state: Mutex<AgentState>,
+    cert: Arc<SwappableCert>,
+    handshakes: AtomicU64,
+    connections: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Configures a [`StandInWorker`] before it starts.
+pub struct WorkerBuilder {
+    bundle: Bundle,
+    client_ca_pem: Option<String>,
+    bind: SocketAddr,
+    tls12_only: bool,
+}
+
+impl WorkerBuilder {
+    /// Trust client certificates from this CA instead of the bundle's.
+    pub fn client_ca(mut self, pem: &str) -> Self {
+        self.client_ca_pem = Some(pem.to_string());
+        self
+    }
+
+    /// Listen on `addr` instead of `127.0.0.1:0`.
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Offer TLS 1.2 only.
+    pub fn tls12_only(mut self) -> Self {
+        self.tls12_only = true;
+        self
+    }
+
+    /// Starts listening and serving on background threads.
+    pub fn start(self) -> Result<StandInWorker> {
+        let provider = crate::tls::provider();
+        let client_ca = self
+            .client_ca_pem
+            .as_deref()
+            .unwrap_or(&self.bundle.ca_cert_pem);
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
+            let cert = cert.map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+        let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let cert = Arc::new(SwappableCert {
+            current: RwLock::new(certified_key(&self.bundle)?),
+        });
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| Error::internal(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(cert.clone());
+        let config = Arc::new(config);
+        let listener = TcpListener::bind(self.bind).map_err(|e| Error::Connect {
+            address: self.bind.to_string(),
+            reason: format!("cannot listen: {e}"),
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            fault: Mutex::new(Fault::None),
+            ledger: Mutex::new(Vec::new()),
+            state: Mutex::new(AgentState::default()),
+            cert,
+            handshakes: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let accept_shared = shared.clone();
+        let accept = thread::Builder::new()
+            .name("stand-in-accept".into())
+            .spawn(move || accept_loop(listener, config, accept_shared))
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(StandInWorker {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+}
+
+/// A running stand-in worker. Stops accepting when dropped.
+pub struct StandInWorker {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl StandInWorker {
+    /// A builder for a worker presenting `bundle` (its certificate and key;
+    /// its CA certificate verifies clients).
+    pub fn builder(bundle: &Bundle) -> WorkerBuilder {
+        WorkerBuilder {
+            bundle: bundle.clone(),
+            client_ca_pem: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls12_only: false,
+        }
+    }
+
+    /// Starts a worker on `127.0.0.1` with an ephemeral port.
+    pub fn start(bundle: &Bundle) -> Result<Self> {
+        Self::builder(bundle).start()
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Fingerprint of the certificate new connections are shown.
+    pub fn fingerprint(&self) -> String {
+        self.shared
+            .cert
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// A host record for this worker, pinned to its current certificate
+    /// when `pinned`.
+    pub fn host_record(&self, name: &str, pinned: bool) -> Value {
+        json!({
+            "uuid": format!("uuid-{name}"),
+            "name": name,
+            "address": self.addr.ip().to_string(),
+            "agent_port": self.port(),
+            "client_cert_fingerprint": if pinned { Value::String(self.fingerprint()) } else { Value::Null },
+        })
+    }
+
+    /// Presents `bundle`'s certificate to every later connection.
+    pub fn swap_certificate(&self, bundle: &Bundle) -> Result<()> {
+        let next = certified_key(bundle)?;
+        *self
+            .shared
+            .cert
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Applies `fault` to every later request.
+    pub fn set_fault(&self, fault: Fault) {
+        *lock(&self.shared.fault) = fault;
+    }
+
+    /// Every request received so far, in order.
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        lock(&self.shared.ledger).clone()
+    }
+
+    /// Completed TLS handshakes.
+    pub fn handshakes(&self) -> u64 {
+        self.shared.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Accepted TCP connections.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StandInWorker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(handle) = self.accept.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let id = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let (config, shared) = (config.clone(), shared.clone());
+        let _ = thread::Builder::new()
+            .name(format!("stand-in-conn-{id}"))
+            .spawn(move || serve(stream, config, shared, id));
+    }
+}
+
+fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id: u64) {
+    let _ = tcp.set_nodelay(true);
+    let _ = tcp.set_read_timeout(Some(IDLE_LIMIT));
+    let Ok(mut conn) = ServerConnection::new(config) else {
+        return;
+    };
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            // Deliver the alert that explains the failure, if any.
+            let _ = conn.write_tls(&mut tcp);
+            return;
+        }
+    }
+    shared.handshakes.fetch_add(1, Ordering::Relaxed);
+    let mut stream = StreamOwned::new(conn, tcp);
+    let mut pending = Vec::new();
+    loop {
+        let fault = *lock(&shared.fault);
+        let idle = match fault {
+            Fault::CloseIdleAfter(limit) => limit,
+            _ => IDLE_LIMIT,
+        };
+        let _ = stream.sock.set_read_timeout(Some(idle));
+        let request = match http::read_request(&mut stream, &mut pending) {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+                let _ = stream.sock.shutdown(Shutdown::Both);
+                return;
+            }
+            Err(_) => return,
+        };
+        let body = if request.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&request.body).unwrap_or(Value::Null)
+        };
+        lock(&shared.ledger).push(LedgerEntry {
+            method: request.method.clone(),
+            path: request.path.clone(),
+            body: body.clone(),
+            connection: id,
+        });
+        if respond(&mut stream, &shared, &request, fault).is_err() || request.close {
+            return;
+        }
+    }
+}
+
+type TlsStream = StreamOwned<ServerConnection, TcpStream>;
+
+/// Answers one request, applying `fault`. An error ends the connection.
+fn respond(
+    stream: &mut TlsStream,
+    shared: &Shared,
+    request: &Request,
+    fault: Fault,
+) -> io::Result<()> {
+    match fault {
+        Fault::Stall(delay) => thread::sleep(delay),
+        Fault::CloseAfterRequest => return hang_up(stream),
+        Fault::NonJsonBody => return http::write_response(stream, 200, b"<html>not json</html>"),
+        Fault::OversizedBody(size) => {
+            stream.write_all(&http::response_head(200, size))?;
+            let chunk = vec![b' '; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                stream.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            return stream.flush();
+        }
+        _ => {}
+    }
+    let (status, body) = route(shared, request);
+    let body = body.to_string().into_bytes();
+    match fault {
+        Fault::ResetMidBody => {
+            stream.write_all(&http::response_head(status, body.len()))?;
+            stream.write_all(&body[..body.len() / 2])?;
+            stream.flush()?;
+            hang_up(stream)
+        }
+        Fault::Drip(interval) => {
+            let mut bytes = http::response_head(status, body.len());
+            bytes.extend_from_slice(&body);
+            for byte in bytes {
+                stream.write_all(&[byte])?;
+                stream.flush()?;
+                thread::sleep(interval);
+            }
+            Ok(())
+        }
+        _ => http::write_response(stream, status, &body),
+    }
+}
+
+/// Drops the TCP connection without a TLS close_notify.
+fn hang_up(stream: &mut TlsStream) -> io::Result<()> {
+    let _ = stream.sock.shutdown(Shutdown::Both);
+    Err(io::ErrorKind::ConnectionAborted.into())
+}
+
+fn detail(message: impl Into<String>) -> Value {
+    json!({ "detail": message.into() })
+}
+
+fn validation_error(location: &[&str], message: &str) -> (u16, Value) {
+    (
+        422,
+        json!({"detail": [{"loc": location, "msg": message, "type": "value_error"}]}),
+    )
+}
+
+/// The worker's endpoints.
+fn route(shared: &Shared, request: &Request) -> (u16, Value) {
+    let body = if request.body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&request.body) {
+            Ok(value) => Some(value),
+            Err(_) => return validation_error(&["body"], "JSON decode error"),
+        }
+    };
+    let mut state = lock(&shared.state);
+    match (request.method.as_str(), request.path.as_str(), body) {
+        ("GET", "/health", _) => (200, json!({"status": "ok"})),
+        ("GET", "/status", _) => (
+            200,
+            json!({
+                "deployed": state.deckies.is_some(),
+                "deckies": state.deckies.clone().unwrap_or_default(),
+            }),
+        ),
+        ("POST", "/deploy", Some(body)) => deploy(&mut state, &body),
+        ("POST", "/mutate", Some(body)) => mutate(&state, &body),
+        ("POST", "/teardown", Some(body)) => {
+            let target = body.get("decky_id").cloned().unwrap_or(Value::Null);
+            match (&target, state.deckies.as_mut()) {
+                (Value::String(name), Some(deckies)) => deckies.retain(|d| d != name),
+                (Value::Null, _) => state.deckies = None,
+                _ => {}
+            }
+            (200, json!({"status": "torn_down", "decky_id": target}))
+        }
+        ("POST", "/self-destruct", _) => (200, json!({"status": "self_destruct_scheduled"})),
+        ("POST", "/topology/apply", Some(body)) => apply_topology(&mut state, &body),
+        ("POST", "/topology/teardown", Some(body)) => match body.get("topology_id") {
+            Some(Value::String(id)) => {
+                if state
+                    .topology
+                    .as_ref()
+                    .is_some_and(|(current, _)| current == id)
+                {
+                    state.topology = None;
+                }
+                (200, json!({"status": "torn_down", "topology_id": id}))
+            }
+            _ => validation_error(&["body", "topology_id"], "field required"),
+        },
+        ("GET", "/topology/state", _) => match &state.topology {
+            Some((id, hash)) => (
+                200,
+                json!({"applied": true, "topology_id": id, "version_hash": hash}),
+            ),
+            None => (200, json!({"applied": false})),
+        },
+        ("POST", _, None) => validation_error(&["body"], "field required"),
+        _ => (404, detail("Not Found")),
+    }
+}
+
+fn deploy(state: &mut AgentState, body: &Value) -> (u16, Value) {
+    let config = &body["config"];
+    let Some(deckies) = config.get("deckies").and_then(Value::as_array) else {
+        return validation_error(&["body", "config", "deckies"], "field required");
+    };
+    if deckies.is_empty() {
+        return validation_error(&["body", "config", "deckies"], "at least one decky");
+    }
+    let mut names = Vec::new();
+    for (i, decky) in deckies.iter().enumerate() {
+        let index = i.to_string();
+        let Some(name) = decky.get("name").and_then(Value::as_str) else {
+            return validation_error(
+                &["body", "config", "deckies", &index, "name"],
+                "field required",
+            );
+        };
+        let services_ok = decky
+            .get("services")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty() && s.iter().all(Value::is_string));
+        if !services_ok {
+            return validation_error(
+                &["body", "config", "deckies", &index, "services"],
+                "at least one service name",
+            );
+        }
+        names.push(name.to_string());
+    }
+    if body.get("dry_run") != Some(&Value::Bool(true)) {
+        state.deckies = Some(names.clone());
+    }
+    (202, json!({"status": "accepted", "deckies": names}))
+}
+
+fn mutate(state: &AgentState, body: &Value) -> (u16, Value) {
+    let (Some(decky), Some(services)) = (
+        body.get("decky_id").and_then(Value::as_str),
+        body.get("services").and_then(Value::as_array),
+    ) else {
+        return validation_error(&["body"], "decky_id and services are required");
+    };
+    if body.get("dry_run") == Some(&Value::Bool(true)) {
+        return match &state.deckies {
+            None => (404, detail("no active deployment")),
+            Some(deckies) if !deckies.iter().any(|d| d == decky) => {
+                (404, detail(format!("decky '{decky}' not found")))
+            }
+            Some(_) => (
+                200,
+                json!({"status": "dry_run", "decky_id": decky, "services": services}),
+            ),
+        };
+    }
+    (
+        202,
+        json!({"status": "accepted", "decky_id": decky, "services": services}),
+    )
+}
+
+fn apply_topology(state: &mut AgentState, body: &Value) -> (u16, Value) {
+    let (Some(hydrated), Some(claimed)) = (
+        body.get("hydrated").filter(|h| h.is_object()),
+        body.get("version_hash").and_then(Value::as_str),
+    ) else {
+        return validation_error(&["body"], "hydrated object and version_hash are required");
+    };
+    let actual = match topology::canonical_hash(hydrated) {
+        Ok(hash) => hash,
+        Err(e) => return (400, detail(format!("invalid topology: {e}"))),
+    };
+    if actual != claimed {
+        return (
+            400,
+            detail(format!(
+                "version_hash mismatch: computed {actual}, got {claimed}"
+            )),
+        );
+    }
+    let id = hydrated
+        .pointer("/topology/id")
+        .or_else(|| hydrated.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or(&actual)
+        .to_string();
+    if let Some((current, _)) = &state.topology {
+        if *current != id {
+            return (
+                409,
+                detail(format!("topology '{current}' is already applied")),
+            );
+        }
+    }
+    state.topology = Some((id, actual.clone()));
+    (200, json!({"status": "applied", "version_hash": actual}))
+}

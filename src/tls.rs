@@ -1,0 +1,638 @@
+//! TLS for the agent client: the rustls configuration, the certificate
+//! verifier that checks chain, hostname and pin inside every handshake, and
+//! the ureq connector and transport that carry HTTP over it.
+//!
+//! This is the only module that knows rustls and ureq's transport API.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
+    OtherError, SignatureScheme,
+};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+};
+
+use crate::error::{Error, Result, TimeoutPhase};
+use crate::identity::Identity;
+use crate::pki;
+
+/// Size of each connection's input and output buffers.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// The crypto provider used for every TLS connection and signature.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a client's connections must prove about the worker.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerPolicy {
+    /// `host:port`, for error messages.
+    pub address: String,
+    /// The name or IP the worker's certificate is checked against.
+    pub server_name: ServerName<'static>,
+    /// Whether the certificate must be valid for `server_name`.
+    pub verify_hostname: bool,
+    /// The expected SHA-256 of the worker's leaf certificate, lowercase hex.
+    pub pin: Option<String>,
+}
+
+/// Detail carried inside rustls when the pin does not match.
+#[derive(Debug)]
+struct PinMismatchDetail {
+    expected: String,
+    actual: String,
+}
+
+impl fmt::Display for PinMismatchDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "certificate pin mismatch")
+    }
+}
+
+impl std::error::Error for PinMismatchDetail {}
+
+/// Verifies the worker's certificate chain to the bundle's CA (always), its
+/// name (when enabled) and the SHA-256 pin (when set). rustls calls it in
+/// every full handshake; session resumption is disabled so there is no
+/// other kind.
+struct PeerVerifier {
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    policy: PeerPolicy,
+    provider: Arc<CryptoProvider>,
+    verifications: AtomicU64,
+}
+
+impl fmt::Debug for PeerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerVerifier")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        if let Some(expected) = &self.policy.pin {
+            let actual = pki::fingerprint_der(end_entity);
+            if &actual != expected {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    OtherError(Arc::new(PinMismatchDetail {
+                        expected: expected.clone(),
+                        actual,
+                    })),
+                )));
+            }
+        }
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
+        cert.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(webpki_error)?;
+        if self.policy.verify_hostname {
+            cert.verify_is_valid_for_subject_name(server_name)
+                .map_err(webpki_error)?;
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn webpki_error(error: webpki::Error) -> rustls::Error {
+    use webpki::Error as W;
+    let kind = match error {
+        W::CertExpired { .. } => CertificateError::Expired,
+        W::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        W::UnknownIssuer => CertificateError::UnknownIssuer,
+        W::CertNotValidForName(_) => CertificateError::NotValidForName,
+        W::InvalidSignatureForPublicKey
+        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => CertificateError::BadSignature,
+        other => CertificateError::Other(OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(kind)
+}
+
+/// Everything needed to open verified connections to one worker. Shared by
+/// the ureq connector and the client (for `connect()` and counters).
+pub(crate) struct TlsSession {
+    config: Arc<ClientConfig>,
+    verifier: Arc<PeerVerifier>,
+    policy: PeerPolicy,
+    handshakes: AtomicU64,
+    /// A verified connection opened by [`TlsSession::open_warm`], handed to
+    /// the next request instead of a new one.
+    warm: Mutex<Option<TlsTransport>>,
+}
+
+impl fmt::Debug for TlsSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSession")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsSession {
+    /// Builds the TLS configuration for one worker: TLS 1.2 and 1.3 only,
+    /// the identity's certificate as client certificate, its CA as the only
+    /// trust anchor, no session resumption.
+    pub(crate) fn new(identity: &Identity, policy: PeerPolicy) -> Result<Self> {
+        let provider = provider();
+        let anchor = webpki::anchor_from_trusted_cert(identity.ca_cert())
+            .map_err(|e| {
+                Error::invalid(
+                    "identity",
+                    format!("CA certificate unusable as a trust anchor: {e}"),
+                )
+            })?
+            .to_owned();
+        let verifier = Arc::new(PeerVerifier {
+            anchors: vec![anchor],
+            policy: policy.clone(),
+            provider: provider.clone(),
+            verifications: AtomicU64::new(0),
+        });
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(vec![identity.cert().clone()], identity.key().clone_key())
+            .map_err(|e| {
+                Error::invalid(
+                    "identity",
+                    format!("client certificate or key unusable: {e}"),
+                )
+            })?;
+        // Resumed sessions skip certificate verification, and so the pin.
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(TlsSession {
+            config: Arc::new(config),
+            verifier,
+            policy,
+            handshakes: AtomicU64::new(0),
+            warm: Mutex::new(None),
+        })
+    }
+
+    /// Full handshakes completed (each one verified and pinned).
+    pub(crate) fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Times the certificate verifier ran.
+    pub(crate) fn verifications(&self) -> u64 {
+        self.verifier.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Opens and verifies one connection now and keeps it for the next
+    /// request. `addrs` are the worker's resolved addresses.
+    pub(crate) fn open_warm(&self, addrs: &[SocketAddr], timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut transport = self.open(addrs, deadline)?;
+        transport.idle = true;
+        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(transport);
+        Ok(())
+    }
+
+    fn take_warm(&self) -> Option<TlsTransport> {
+        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        let mut transport = slot.take()?;
+        transport.is_open().then_some(transport)
+    }
+
+    fn open(&self, addrs: &[SocketAddr], deadline: Instant) -> Result<TlsTransport> {
+        let sock = self.connect_tcp(addrs, deadline)?;
+        let mut conn = ClientConnection::new(self.config.clone(), self.policy.server_name.clone())
+            .map_err(|e| self.tls_error(&e))?;
+        let mut sock = sock;
+        while conn.is_handshaking() {
+            set_deadline(&sock, deadline).map_err(|_| self.timeout(TimeoutPhase::Handshake))?;
+            if let Err(e) = conn.complete_io(&mut sock) {
+                return Err(self.handshake_error(e));
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut sock)
+                .map_err(|e| self.handshake_error(e))?;
+        }
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        Ok(TlsTransport {
+            conn,
+            sock,
+            buffers: LazyBuffers::new(BUFFER_SIZE, BUFFER_SIZE),
+            address: self.policy.address.clone(),
+            idle: false,
+            exchanges: 0,
+            between_exchanges: true,
+            received: false,
+        })
+    }
+
+    fn connect_tcp(&self, addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream> {
+        let mut last = None;
+        for addr in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timeout(TimeoutPhase::Connect));
+            }
+            match TcpStream::connect_timeout(addr, left) {
+                Ok(sock) => {
+                    sock.set_nodelay(true).map_err(|e| self.connect_error(&e))?;
+                    return Ok(sock);
+                }
+                Err(e) if is_timeout(&e) => return Err(self.timeout(TimeoutPhase::Connect)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => self.connect_error(&e),
+            None => Error::Connect {
+                address: self.policy.address.clone(),
+                reason: "the name resolved to no address".into(),
+            },
+        })
+    }
+
+    fn connect_error(&self, e: &io::Error) -> Error {
+        Error::Connect {
+            address: self.policy.address.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn timeout(&self, phase: TimeoutPhase) -> Error {
+        Error::Timeout {
+            address: self.policy.address.clone(),
+            phase,
+        }
+    }
+
+    fn handshake_error(&self, e: io::Error) -> Error {
+        if is_timeout(&e) {
+            return self.timeout(TimeoutPhase::Handshake);
+        }
+        match rustls_error_of(&e) {
+            Some(tls) => self.tls_error(tls),
+            None => Error::Tls {
+                address: self.policy.address.clone(),
+                reason: format!("connection failed during the handshake: {e}"),
+            },
+        }
+    }
+
+    fn tls_error(&self, e: &rustls::Error) -> Error {
+        classify_tls_error(&self.policy.address, e)
+    }
+}
+
+fn rustls_error_of(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+}
+
+/// Maps a rustls error to the taxonomy: a pin mismatch keeps its own kind;
+/// an alert about our certificate says the worker rejected it.
+fn classify_tls_error(address: &str, e: &rustls::Error) -> Error {
+    if let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = e {
+        if let Some(pin) = other.0.downcast_ref::<PinMismatchDetail>() {
+            return Error::PinMismatch {
+                address: address.to_string(),
+                expected: pin.expected.clone(),
+                actual: pin.actual.clone(),
+            };
+        }
+    }
+    let reason = match e {
+        rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => {
+            format!("client certificate rejected by the worker (alert {alert:?})")
+        }
+        rustls::Error::InvalidCertificate(cert) => {
+            format!("worker certificate rejected: {cert:?}")
+        }
+        other => other.to_string(),
+    };
+    Error::Tls {
+        address: address.to_string(),
+        reason,
+    }
+}
+
+fn is_client_cert_alert(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+    )
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+/// Sets both socket timeouts to the time left before `deadline`; fails when
+/// none is left.
+fn set_deadline(sock: &TcpStream, deadline: Instant) -> io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(io::ErrorKind::TimedOut.into());
+    }
+    sock.set_read_timeout(Some(left))?;
+    sock.set_write_timeout(Some(left))
+}
+
+/// The instant a ureq timeout expires, or `None` when it never does.
+fn deadline_of(timeout: &NextTimeout) -> Option<Instant> {
+    if timeout.after.is_not_happening() {
+        None
+    } else {
+        Some(Instant::now() + *timeout.after)
+    }
+}
+
+/// A connection that died on a reused (idle) connection before any byte of
+/// the response arrived: the worker most likely closed it while idle.
+#[derive(Debug)]
+pub(crate) struct StaleConnection {
+    pub reason: String,
+}
+
+impl fmt::Display for StaleConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reused connection closed: {}", self.reason)
+    }
+}
+
+impl std::error::Error for StaleConnection {}
+
+/// The ureq connector: hands out the warm connection when there is one,
+/// otherwise opens and verifies a new one. Refuses plain HTTP.
+#[derive(Debug)]
+pub(crate) struct PinnedConnector {
+    pub session: Arc<TlsSession>,
+}
+
+impl Connector<()> for PinnedConnector {
+    type Out = TlsTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<()>,
+    ) -> std::result::Result<Option<Self::Out>, ureq::Error> {
+        if !details.needs_tls() {
+            return Err(ureq::Error::Other(Box::new(Error::invalid(
+                "url",
+                "plain HTTP is refused",
+            ))));
+        }
+        if let Some(transport) = self.session.take_warm() {
+            return Ok(Some(transport));
+        }
+        let deadline = deadline_of(&details.timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let addrs: Vec<SocketAddr> = details.addrs.iter().copied().collect();
+        self.session
+            .open(&addrs, deadline)
+            .map(Some)
+            .map_err(|e| ureq::Error::Other(Box::new(e)))
+    }
+}
+
+/// One verified TLS connection carrying HTTP/1.1 for ureq.
+pub(crate) struct TlsTransport {
+    conn: ClientConnection,
+    sock: TcpStream,
+    buffers: LazyBuffers,
+    address: String,
+    /// Waited in the warm slot before its first request.
+    idle: bool,
+    /// Requests started on this connection.
+    exchanges: u64,
+    /// True until the next request's first byte is sent.
+    between_exchanges: bool,
+    /// Some response byte of the current exchange has arrived.
+    received: bool,
+}
+
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTransport")
+            .field("address", &self.address)
+            .field("exchanges", &self.exchanges)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsTransport {
+    /// Whether this connection sat idle before the current request, so a
+    /// failure before any response byte means the worker closed it.
+    fn reused(&self) -> bool {
+        self.idle || self.exchanges > 1
+    }
+
+    /// The error for a connection that died mid-exchange.
+    fn lost(&self, reason: String) -> ureq::Error {
+        if self.reused() && !self.received {
+            return ureq::Error::Other(Box::new(StaleConnection { reason }));
+        }
+        ureq::Error::Other(Box::new(Error::ConnectionLost {
+            address: self.address.clone(),
+            reason,
+            may_have_reached_worker: self.exchanges > 0,
+        }))
+    }
+
+    fn io_error(&self, e: io::Error, timeout: &NextTimeout) -> ureq::Error {
+        if is_timeout(&e) {
+            return ureq::Error::Timeout(timeout.reason);
+        }
+        match rustls_error_of(&e) {
+            Some(tls) => ureq::Error::Other(Box::new(classify_tls_error(&self.address, tls))),
+            None => self.lost(e.to_string()),
+        }
+    }
+
+    fn set_timeout(
+        &self,
+        deadline: Option<Instant>,
+        timeout: &NextTimeout,
+    ) -> std::result::Result<(), ureq::Error> {
+        let result = match deadline {
+            None => self
+                .sock
+                .set_read_timeout(None)
+                .and_then(|()| self.sock.set_write_timeout(None)),
+            Some(deadline) => set_deadline(&self.sock, deadline),
+        };
+        result.map_err(|e| self.io_error(e, timeout))
+    }
+}
+
+impl Transport for TlsTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: NextTimeout,
+    ) -> std::result::Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        if self.between_exchanges {
+            self.between_exchanges = false;
+            self.exchanges += 1;
+            self.received = false;
+        }
+        self.set_timeout(deadline_of(&timeout), &timeout)?;
+        let output = &self.buffers.output()[..amount];
+        if let Err(e) = self.conn.writer().write_all(output) {
+            return Err(self.io_error(e, &timeout));
+        }
+        while self.conn.wants_write() {
+            if let Err(e) = self.conn.write_tls(&mut self.sock) {
+                return Err(self.io_error(e, &timeout));
+            }
+        }
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
+        let timeout = timeout.for_read();
+        let deadline = deadline_of(&timeout);
+        loop {
+            let input = self.buffers.input_append_buf();
+            match self.conn.reader().read(input) {
+                Ok(0) => return self.end_of_stream(),
+                Ok(n) => {
+                    self.buffers.input_appended(n);
+                    self.received = true;
+                    self.between_exchanges = true;
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return self.end_of_stream(),
+                Err(e) => return Err(self.io_error(e, &timeout)),
+            }
+            self.set_timeout(deadline, &timeout)?;
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(e, &timeout)),
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                // Tell the worker why we stop (best effort), then report.
+                let _ = self.conn.write_tls(&mut self.sock);
+                return Err(ureq::Error::Other(Box::new(classify_tls_error(
+                    &self.address,
+                    &e,
+                ))));
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        if self.sock.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let open = loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => break false,
+                Ok(_) => match self.conn.process_new_packets() {
+                    // Session tickets and other handshake messages are fine;
+                    // a close or unrequested data is not.
+                    Ok(state) if state.peer_has_closed() || state.plaintext_bytes_to_read() > 0 => {
+                        break false
+                    }
+                    Ok(_) => {}
+                    Err(_) => break false,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break false,
+            }
+        };
+        open && self.sock.set_nonblocking(false).is_ok()
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+impl TlsTransport {
+    fn end_of_stream(&mut self) -> std::result::Result<bool, ureq::Error> {
+        if self.reused() && !self.received {
+            return Err(self.lost("closed by the worker before any response byte".into()));
+        }
+        Ok(false)
+    }
+}
