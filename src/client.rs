@@ -10,13 +10,12 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use serde_json::{json, Map, Value};
 use ureq::http::{Method, Response};
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::{Agent, Body, RequestBuilder};
 
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
 use crate::pki;
-use crate::tls::{PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
+use crate::tls::{PeerPolicy, PinnedConnector, StaleConnection, TlsSession, WorkerResolver};
 use crate::topology;
 
 /// The worker agent's default port.
@@ -329,7 +328,7 @@ impl AgentClient {
             PinnedConnector {
                 session: session.clone(),
             },
-            DefaultResolver::default(),
+            WorkerResolver::new(record.authority()),
         );
         Ok(AgentClient {
             base_url: format!("https://{}", record.authority()),

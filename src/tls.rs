@@ -18,6 +18,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
     OtherError, SignatureScheme,
 };
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
 };
@@ -387,6 +388,9 @@ fn is_client_cert_alert(alert: AlertDescription) -> bool {
             | AlertDescription::UnknownCA
             | AlertDescription::AccessDenied
             | AlertDescription::CertificateRequired
+            // What rustls and OpenSSL send for a client certificate whose
+            // signature does not verify against their CA.
+            | AlertDescription::DecryptError
     )
 }
 
@@ -634,5 +638,41 @@ impl TlsTransport {
             return Err(self.lost("closed by the worker before any response byte".into()));
         }
         Ok(false)
+    }
+}
+
+/// ureq's resolver, with a failed lookup reported as a connect error.
+#[derive(Debug)]
+pub(crate) struct WorkerResolver {
+    inner: DefaultResolver,
+    address: String,
+}
+
+impl WorkerResolver {
+    /// A resolver for the worker at `address` (`host:port`, for errors).
+    pub(crate) fn new(address: String) -> Self {
+        WorkerResolver {
+            inner: DefaultResolver::default(),
+            address,
+        }
+    }
+}
+
+impl Resolver for WorkerResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
+        self.inner
+            .resolve(uri, config, timeout)
+            .map_err(|error| match error {
+                timeout @ ureq::Error::Timeout(_) => timeout,
+                other => ureq::Error::Other(Box::new(Error::Connect {
+                    address: self.address.clone(),
+                    reason: format!("cannot resolve: {other}"),
+                })),
+            })
     }
 }

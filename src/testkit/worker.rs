@@ -330,8 +330,7 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
     let mut stream = StreamOwned::new(conn, tcp);
     let mut pending = Vec::new();
     loop {
-        let fault = *lock(&shared.fault);
-        let idle = match fault {
+        let idle = match *lock(&shared.fault) {
             Fault::CloseIdleAfter(limit) => limit,
             _ => IDLE_LIMIT,
         };
@@ -357,6 +356,8 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
         } else {
             serde_json::from_slice(&request.body).unwrap_or(Value::Null)
         };
+        // The fault in force when the request arrived, not when we began waiting.
+        let fault = *lock(&shared.fault);
         lock(&shared.ledger).push(LedgerEntry {
             method: request.method.clone(),
             path: request.path.clone(),

@@ -1,0 +1,42 @@
+//! Shared set-up for the integration tests: a throw-away PKI, a stand-in
+//! worker and a client for it.
+#![allow(dead_code)]
+
+use decnet_agent_client::testkit::{StandInWorker, TestPki};
+use decnet_agent_client::{AgentClient, Error, ErrorKind, HostRecord, HostnameVerification};
+
+/// A PKI, one worker and a pinned client for it.
+pub struct Setup {
+    pub pki: TestPki,
+    pub worker: StandInWorker,
+    pub client: AgentClient,
+}
+
+/// A fresh PKI, a stand-in worker on 127.0.0.1 and a pinned client with
+/// hostname verification on.
+pub fn setup() -> Setup {
+    let pki = TestPki::new().expect("test PKI");
+    let bundle = pki.worker_bundle("worker-1").expect("worker bundle");
+    let worker = StandInWorker::start(&bundle).expect("stand-in worker");
+    let client = client_for(&pki, &worker, true);
+    Setup {
+        pki,
+        worker,
+        client,
+    }
+}
+
+/// A client for `worker`, pinned to its certificate when `pinned`.
+pub fn client_for(pki: &TestPki, worker: &StandInWorker, pinned: bool) -> AgentClient {
+    let record = HostRecord::from_value(&worker.host_record("worker-1", pinned)).expect("record");
+    AgentClient::new(&pki.master, record, HostnameVerification::On).expect("client")
+}
+
+/// Asserts that `result` failed with `kind`, and returns the error.
+#[track_caller]
+pub fn expect_kind<T: std::fmt::Debug>(result: Result<T, Error>, kind: ErrorKind) -> Error {
+    match result {
+        Err(e) if e.kind() == kind => e,
+        other => panic!("expected {kind:?}, got {other:?}"),
+    }
+}
