@@ -198,6 +198,27 @@ impl ErrorKind {
         self as u32
     }
 
+    /// The kind with numeric code `code`, if any.
+    pub fn from_code(code: u32) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            InvalidArgument,
+            Io,
+            Pki,
+            NotEnrolled,
+            Connect,
+            Tls,
+            PinMismatch,
+            Timeout,
+            HttpStatus,
+            Protocol,
+            ConnectionLost,
+            Internal,
+        ]
+        .into_iter()
+        .find(|kind| kind.code() == code)
+    }
+
     /// A short, stable, lowercase name (`pin_mismatch`, `http_status`, …).
     pub fn name(self) -> &'static str {
         match self {

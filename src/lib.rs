@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod ffi;
 pub mod identity;
 pub mod pki;
 mod secure_fs;

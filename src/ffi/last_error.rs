@@ -1,0 +1,137 @@
+//! Per-thread detail of the last failed call.
+//!
+//! Every pointer returned here points into this thread's record and stays
+//! valid until the next failing `decnet_*` call on the same thread replaces
+//! the record. Successful calls leave it alone. Never free these pointers.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CString};
+use std::ptr;
+
+use super::guard::to_c_string;
+use super::result::decnet_result;
+use crate::error::Error;
+
+#[derive(Default)]
+struct LastError {
+    result: Option<decnet_result>,
+    message: CString,
+    http_status: u16,
+    http_body: Option<CString>,
+    expected_fingerprint: Option<CString>,
+    actual_fingerprint: Option<CString>,
+    may_have_reached_worker: bool,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<LastError> = RefCell::new(LastError::default());
+}
+
+fn store(record: LastError) -> decnet_result {
+    let result = record.result.unwrap_or(decnet_result::DECNET_ERR_INTERNAL);
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = record);
+    result
+}
+
+/// Records a library error and returns its code.
+pub(crate) fn record(error: &Error) -> decnet_result {
+    let mut record = LastError {
+        result: Some(error.kind().into()),
+        message: to_c_string(error.to_string()),
+        ..LastError::default()
+    };
+    match error {
+        Error::HttpStatus { status, body, .. } => {
+            record.http_status = *status;
+            record.http_body = Some(to_c_string(body.clone()));
+        }
+        Error::PinMismatch {
+            expected, actual, ..
+        } => {
+            record.expected_fingerprint = Some(to_c_string(expected.clone()));
+            record.actual_fingerprint = Some(to_c_string(actual.clone()));
+        }
+        Error::ConnectionLost {
+            may_have_reached_worker,
+            ..
+        } => record.may_have_reached_worker = *may_have_reached_worker,
+        _ => {}
+    }
+    store(record)
+}
+
+/// Records a NULL pointer argument.
+pub(crate) fn record_null(argument: &str) -> decnet_result {
+    store(LastError {
+        result: Some(decnet_result::DECNET_ERR_NULL_ARGUMENT),
+        message: to_c_string(format!("argument `{argument}` must not be NULL")),
+        ..LastError::default()
+    })
+}
+
+/// Records a caught panic.
+pub(crate) fn record_panic(message: &str) -> decnet_result {
+    store(LastError {
+        result: Some(decnet_result::DECNET_ERR_PANIC),
+        message: to_c_string(format!("internal panic: {message}")),
+        ..LastError::default()
+    })
+}
+
+fn read<T>(f: impl FnOnce(&LastError) -> T) -> T {
+    LAST_ERROR.with(|slot| f(&slot.borrow()))
+}
+
+fn optional(value: &Option<CString>) -> *const c_char {
+    value.as_ref().map_or(ptr::null(), |s| s.as_ptr())
+}
+
+/// The result code of the last failed call on this thread (`DECNET_OK` if
+/// none failed yet).
+#[no_mangle]
+pub extern "C" fn decnet_last_error_result() -> decnet_result {
+    read(|e| e.result.unwrap_or(decnet_result::DECNET_OK))
+}
+
+/// A one-line, human-readable description of the last failure on this
+/// thread; an empty string if none failed yet. Never NULL.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_message() -> *const c_char {
+    read(|e| e.message.as_ptr())
+}
+
+/// The HTTP status of the last failure when it was `DECNET_ERR_HTTP_STATUS`;
+/// 0 otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_http_status() -> u16 {
+    read(|e| e.http_status)
+}
+
+/// The response body of the last failure when it was
+/// `DECNET_ERR_HTTP_STATUS`; NULL otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_http_body() -> *const c_char {
+    read(|e| optional(&e.http_body))
+}
+
+/// The pinned fingerprint (64 lowercase hex characters) when the last
+/// failure was `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_expected_fingerprint() -> *const c_char {
+    read(|e| optional(&e.expected_fingerprint))
+}
+
+/// The fingerprint the worker presented when the last failure was
+/// `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
+    read(|e| optional(&e.actual_fingerprint))
+}
+
+/// When the last failure was `DECNET_ERR_CONNECTION_LOST`: whether the
+/// request may have reached the worker (so a POST may have taken effect).
+/// False otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
+    read(|e| e.may_have_reached_worker)
+}
