@@ -121,7 +121,7 @@ impl Identity {
         let ca_der = pki::parse_cert_pem(&ca_pem, ca_cert)?;
         let cert_der = pki::parse_cert_pem(&cert_pem, cert)?;
         let key_der = parse_private_key(&key_pem, key)?;
-        Ok(Self::from_der(ca_der, cert_der, key_der))
+        Self::from_der(ca_der, cert_der, key_der, key)
     }
 
     /// Loads the identity of a bundle directory (`ca.crt`, `worker.crt`,
@@ -145,24 +145,33 @@ impl Identity {
     fn from_pem_parts(ca: &[u8], cert: &[u8], key: &[u8], origin: &Path) -> Result<Self> {
         let ca_der = pki::parse_cert_pem(ca, &origin.join(pki::CA_CERT_FILE))?;
         let cert_der = pki::parse_cert_pem(cert, &origin.join(BUNDLE_CERT_FILE))?;
-        let key_der = parse_private_key(key, &origin.join(BUNDLE_KEY_FILE))?;
-        Ok(Self::from_der(ca_der, cert_der, key_der))
+        let key_path = origin.join(BUNDLE_KEY_FILE);
+        let key_der = parse_private_key(key, &key_path)?;
+        Self::from_der(ca_der, cert_der, key_der, &key_path)
     }
 
+    /// Assembles an identity after checking that the key is usable for TLS
+    /// and belongs to the certificate (`key_path` names the key in errors).
     fn from_der(
         ca_cert: CertificateDer<'static>,
         cert: CertificateDer<'static>,
         key: PrivateKeyDer<'static>,
-    ) -> Self {
+        key_path: &Path,
+    ) -> Result<Self> {
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+            .map_err(|e| Error::pki(key_path, format!("private key unusable for TLS: {e}")))?;
+        rustls::sign::CertifiedKey::new(vec![cert.clone()], signer)
+            .keys_match()
+            .map_err(|_| Error::pki(key_path, "private key does not belong to the certificate"))?;
         let fingerprint = pki::fingerprint_der(&cert);
-        Identity {
+        Ok(Identity {
             material: Arc::new(Material {
                 ca_cert,
                 cert,
                 key,
                 fingerprint,
             }),
-        }
+        })
     }
 
     /// The fingerprint of this identity's certificate.

@@ -62,8 +62,10 @@ const EKU_SERVER_CLIENT: &[u8] = &[
 /// `cert` may be PEM (the first `CERTIFICATE` block is used) or DER.
 pub fn fingerprint(cert: &[u8]) -> Result<String> {
     let der = if looks_like_pem(cert) {
-        CertificateDer::from_pem_slice(cert)
-            .map_err(|e| Error::invalid("certificate", format!("unreadable PEM: {e}")))?
+        let der = CertificateDer::from_pem_slice(cert)
+            .map_err(|e| Error::invalid("certificate", format!("unreadable PEM: {e}")))?;
+        check_certificate_der(&der).map_err(|reason| Error::invalid("certificate", reason))?;
+        der
     } else {
         check_certificate_der(cert).map_err(|reason| Error::invalid("certificate", reason))?;
         CertificateDer::from(cert.to_vec())
