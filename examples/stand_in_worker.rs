@@ -1,0 +1,56 @@
+//! Serves stand-in workers for the C and Python test suites.
+//!
+//! `stand_in_worker DIR` ensures a CA and master identity in `DIR/ca`,
+//! starts one worker per behaviour below on 127.0.0.1, writes each one's
+//! pinned host record to `DIR/hosts/<behaviour>.json`, then creates
+//! `DIR/ready` and serves until killed.
+//!
+//! Behaviours: `ok` (the contract), `close` (reads each request, then hangs
+//! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML).
+
+use std::path::Path;
+use std::time::Duration;
+
+use decnet_agent_client::pki::{CertificateAuthority, LEAF_VALIDITY_DAYS};
+use decnet_agent_client::testkit::{Fault, StandInWorker};
+use decnet_agent_client::Identity;
+
+fn main() {
+    let Some(dir) = std::env::args().nth(1) else {
+        eprintln!("usage: stand_in_worker DIR");
+        std::process::exit(2);
+    };
+    if let Err(e) = serve(Path::new(&dir)) {
+        eprintln!("stand_in_worker: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
+    let ca_dir = dir.join("ca");
+    Identity::ensure(Some(&ca_dir))?;
+    let ca = CertificateAuthority::load(&ca_dir)?;
+    let bundle = ca.issue("stand-in", &["127.0.0.1", "::1", "localhost"], LEAF_VALIDITY_DAYS)?;
+    let hosts = dir.join("hosts");
+    std::fs::create_dir_all(&hosts).map_err(|e| decnet_agent_client::Error::io(&hosts, e))?;
+    let behaviours = [
+        ("ok", Fault::None),
+        ("close", Fault::CloseAfterRequest),
+        ("stall", Fault::Stall(Duration::from_secs(30))),
+        ("nonjson", Fault::NonJsonBody),
+    ];
+    let mut workers = Vec::new();
+    for (name, fault) in behaviours {
+        let worker = StandInWorker::start(&bundle)?;
+        worker.set_fault(fault);
+        let path = hosts.join(format!("{name}.json"));
+        let record = worker.host_record(name, true).to_string();
+        std::fs::write(&path, record).map_err(|e| decnet_agent_client::Error::io(&path, e))?;
+        workers.push(worker);
+    }
+    let ready = dir.join("ready");
+    std::fs::write(&ready, b"").map_err(|e| decnet_agent_client::Error::io(&ready, e))?;
+    loop {
+        std::thread::park();
+    }
+}
