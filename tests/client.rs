@@ -637,6 +637,11 @@ fn a_get_on_a_dead_reused_connection_is_retried_once_and_a_post_never() {
         }) => {}
         other => panic!("expected a lost connection, got {other:?}"),
     }
-    let posts = s.worker.ledger().iter().filter(|e| e.method == "POST").count();
+    let posts = s
+        .worker
+        .ledger()
+        .iter()
+        .filter(|e| e.method == "POST")
+        .count();
     assert_eq!(posts, 1, "a POST is never sent twice");
 }
