@@ -46,6 +46,8 @@ pub enum Fault {
     Drip(Duration),
     /// Read the request, then close without answering.
     CloseAfterRequest,
+    /// Answer 500 with `{"detail": "simulated worker failure"}`.
+    ServerError,
 }
 
 /// One request as the stand-in received it.
@@ -383,6 +385,10 @@ fn respond(
         Fault::Stall(delay) => thread::sleep(delay),
         Fault::CloseAfterRequest => return hang_up(stream),
         Fault::NonJsonBody => return http::write_response(stream, 200, b"<html>not json</html>"),
+        Fault::ServerError => {
+            let body = detail("simulated worker failure").to_string();
+            return http::write_response(stream, 500, body.as_bytes());
+        }
         Fault::OversizedBody(size) => {
             stream.write_all(&http::response_head(200, size))?;
             let chunk = vec![b' '; 64 * 1024];

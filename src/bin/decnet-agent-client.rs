@@ -1,0 +1,365 @@
+//! `decnet-agent-client`: the command-line front end, for shell tooling.
+//!
+//! Results go to stdout as one line of JSON; an error goes to stderr as one
+//! line, and the exit status tells its kind (see `--help`).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use decnet_agent_client::client::{AgentClient, HostRecord, HostnameVerification, Profile};
+use decnet_agent_client::identity::{default_ca_dir, MASTER_DIR};
+use decnet_agent_client::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
+use decnet_agent_client::{topology, Error, ErrorKind, Identity, Result};
+use serde_json::{json, Value};
+
+/// Exit statuses, one per error kind: 10 + the kind's stable code.
+const EXIT_CODES: &str = "\
+Exit status:
+  0   success
+  2   usage error (bad or missing arguments)
+  11  invalid_argument     12  io               13  pki
+  14  not_enrolled         15  connect          16  tls
+  17  pin_mismatch         18  timeout          19  http_status
+  20  protocol             21  connection_lost  22  internal
+
+Results are printed to stdout as one line of JSON; errors to stderr as one
+line: `decnet-agent-client: <kind>: <message>`.";
+
+#[derive(Parser)]
+#[command(name = "decnet-agent-client", version, about = "Drive DECNET worker agents over mutual TLS", after_help = EXIT_CODES)]
+struct Cli {
+    /// CA directory holding the CA and the master identity (`identity-ensure`
+    /// creates them; calls to workers only load them) [default: $HOME/.decnet/ca]
+    #[arg(long, global = true, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+
+    /// Worker host record as JSON: a file, or `-` for standard input
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "address")]
+    host_json: Option<String>,
+
+    /// Worker address (IPv4, IPv6 or DNS name), instead of --host-json
+    #[arg(long, global = true)]
+    address: Option<String>,
+
+    /// Worker agent port, with --address
+    #[arg(long, global = true, default_value_t = 8765)]
+    port: u16,
+
+    /// SHA-256 fingerprint the worker's certificate must have (overrides the host record's)
+    #[arg(long, global = true, value_name = "HEX")]
+    pin: Option<String>,
+
+    /// Check the worker's name against its certificate [default: $DECNET_VERIFY_HOSTNAME, else true]
+    #[arg(long, global = true, value_name = "BOOL")]
+    verify_hostname: Option<bool>,
+
+    /// Connect + handshake timeout in seconds, for every call
+    #[arg(long, global = true, value_name = "SECS")]
+    connect_timeout: Option<f64>,
+
+    /// Read timeout in seconds, for every call
+    #[arg(long, global = true, value_name = "SECS")]
+    read_timeout: Option<f64>,
+
+    /// Write timeout in seconds, for every call
+    #[arg(long, global = true, value_name = "SECS")]
+    write_timeout: Option<f64>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// GET /health
+    Health,
+    /// GET /status: the deployment snapshot
+    Status,
+    /// POST /deploy of a deployment config (checked locally first)
+    Deploy {
+        /// Deployment config JSON: a file, or `-` for standard input
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// Validate only
+        #[arg(long)]
+        dry_run: bool,
+        /// Rebuild images without cache
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// POST /mutate: give a decky a new set of services
+    Mutate {
+        /// The decky to change
+        decky: String,
+        /// The services it should run
+        #[arg(required = true)]
+        services: Vec<String>,
+        /// Validate only
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// POST /teardown of one decky, or of everything with --all --yes
+    Teardown {
+        /// The decky to remove
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        decky: Option<String>,
+        /// Remove every decky
+        #[arg(long)]
+        all: bool,
+        /// Confirm removing everything
+        #[arg(long)]
+        yes: bool,
+    },
+    /// POST /self-destruct: the worker wipes itself (needs --yes)
+    SelfDestruct {
+        /// Confirm
+        #[arg(long)]
+        yes: bool,
+    },
+    /// POST /topology/apply (the version hash is computed unless given)
+    TopologyApply {
+        /// Hydrated topology JSON: a file, or `-` for standard input
+        #[arg(long, value_name = "FILE")]
+        hydrated: String,
+        /// Send this version hash instead of computing it
+        #[arg(long, value_name = "HEX")]
+        version_hash: Option<String>,
+    },
+    /// POST /topology/teardown
+    TopologyTeardown {
+        /// The topology to remove
+        topology_id: String,
+    },
+    /// GET /topology/state
+    TopologyState,
+    /// Open and verify one connection (chain, hostname, pin), then exit
+    Connect,
+    /// Create or load the CA and the master identity in --ca-dir
+    IdentityEnsure,
+    /// Issue a worker bundle (ca.crt, worker.crt, worker.key) into a folder
+    Enroll {
+        /// The worker's name (certificate CN and a DNS SAN)
+        name: String,
+        /// Folder to write the bundle to (created 0700)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Subject alternative names (IP addresses or DNS names); repeatable
+        #[arg(long = "san", value_name = "NAME_OR_IP")]
+        sans: Vec<String>,
+        /// Validity in days
+        #[arg(long, default_value_t = LEAF_VALIDITY_DAYS)]
+        days: u32,
+    },
+    /// Fingerprint (SHA-256 of the DER, lowercase hex) of a certificate file
+    Fingerprint {
+        /// PEM or DER certificate file
+        file: PathBuf,
+    },
+    /// Canonical topology hash, as the worker computes it
+    TopologyHash {
+        /// Hydrated topology JSON: a file, or `-` for standard input
+        file: String,
+    },
+    /// Run the self-contained loopback demo (temporary CA, stand-in worker)
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(Some(value)) => {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{value}") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::from(exit_code(ErrorKind::Io)),
+            }
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = e.to_string().replace('\n', " ");
+            eprintln!("decnet-agent-client: {}: {message}", e.kind().name());
+            ExitCode::from(exit_code(e.kind()))
+        }
+    }
+}
+
+fn exit_code(kind: ErrorKind) -> u8 {
+    10 + kind.code() as u8
+}
+
+/// Reads a file, or standard input for `-`.
+fn read_input(source: &str, what: &str) -> Result<String> {
+    if source == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("<stdin>", e))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(source).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => Error::invalid(what, format!("{source} is not UTF-8")),
+        _ => Error::io(source, e),
+    })
+}
+
+fn read_json(source: &str, what: &str) -> Result<Value> {
+    serde_json::from_str(&read_input(source, what)?)
+        .map_err(|e| Error::invalid(what, format!("malformed JSON: {e}")))
+}
+
+fn ca_dir(cli: &Cli) -> Result<PathBuf> {
+    match &cli.ca_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => default_ca_dir(),
+    }
+}
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::invalid(what, "must be a positive number of seconds"))
+}
+
+fn client(cli: &Cli) -> Result<AgentClient> {
+    if cli.host_json.as_deref() == Some("-") && reads_stdin(&cli.command) {
+        return Err(Error::invalid(
+            "host_json",
+            "standard input is already taken by another argument",
+        ));
+    }
+    let record = match (&cli.host_json, &cli.address) {
+        (Some(source), _) => HostRecord::from_value(&read_json(source, "host_json")?)?,
+        (None, Some(address)) => HostRecord::new(address, cli.port)?,
+        (None, None) => {
+            return Err(Error::invalid(
+                "host_json",
+                "give --host-json FILE or --address ADDR",
+            ))
+        }
+    };
+    let record = match &cli.pin {
+        Some(pin) => record.with_pin(Some(pin))?,
+        None => record,
+    };
+    let hostname = match cli.verify_hostname {
+        Some(true) => HostnameVerification::On,
+        Some(false) => HostnameVerification::Off,
+        None => HostnameVerification::FromEnvironment,
+    };
+    // Load, never create: a CA made here could not talk to any worker.
+    let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
+    let client = AgentClient::new(&identity, record, hostname)?;
+    for profile in Profile::ALL {
+        let mut t = client.timeouts(profile);
+        if let Some(s) = cli.connect_timeout {
+            t.connect = seconds(s, "connect_timeout")?;
+        }
+        if let Some(s) = cli.read_timeout {
+            t.read = seconds(s, "read_timeout")?;
+        }
+        if let Some(s) = cli.write_timeout {
+            t.write = seconds(s, "write_timeout")?;
+        }
+        client.set_timeouts(profile, t)?;
+    }
+    Ok(client)
+}
+
+fn reads_stdin(command: &Command) -> bool {
+    match command {
+        Command::Deploy { config, .. } => config == "-",
+        Command::TopologyApply { hydrated, .. } => hydrated == "-",
+        _ => false,
+    }
+}
+
+fn require_yes(yes: bool, what: &str) -> Result<()> {
+    if yes {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "yes",
+            format!("{what} is irreversible: add --yes to confirm"),
+        ))
+    }
+}
+
+fn run(cli: &Cli) -> Result<Option<Value>> {
+    let value = match &cli.command {
+        Command::Health => client(cli)?.health()?,
+        Command::Status => client(cli)?.status()?,
+        Command::Deploy {
+            config,
+            dry_run,
+            no_cache,
+        } => {
+            let config = read_json(config, "config")?;
+            client(cli)?.deploy(&config, *dry_run, *no_cache)?
+        }
+        Command::Mutate {
+            decky,
+            services,
+            dry_run,
+        } => client(cli)?.mutate(decky, services, *dry_run)?,
+        Command::Teardown { decky, all, yes } => {
+            if *all {
+                require_yes(*yes, "tearing down every decky")?;
+            }
+            client(cli)?.teardown(decky.as_deref())?
+        }
+        Command::SelfDestruct { yes } => {
+            require_yes(*yes, "self-destruct")?;
+            client(cli)?.self_destruct()?
+        }
+        Command::TopologyApply {
+            hydrated,
+            version_hash,
+        } => {
+            let hydrated = read_json(hydrated, "hydrated")?;
+            client(cli)?.apply_topology(&hydrated, version_hash.as_deref())?
+        }
+        Command::TopologyTeardown { topology_id } => client(cli)?.teardown_topology(topology_id)?,
+        Command::TopologyState => client(cli)?.topology_state()?,
+        Command::Connect => {
+            let client = client(cli)?;
+            client.connect()?;
+            json!({"connected": client.describe()})
+        }
+        Command::IdentityEnsure => {
+            let dir = ca_dir(cli)?;
+            let identity = Identity::ensure(Some(&dir))?;
+            let ca = CertificateAuthority::load(&dir)?;
+            json!({
+                "ca_dir": dir,
+                "ca_fingerprint": ca.fingerprint(),
+                "master_dir": dir.join(MASTER_DIR),
+                "master_fingerprint": identity.fingerprint(),
+            })
+        }
+        Command::Enroll {
+            name,
+            out,
+            sans,
+            days,
+        } => {
+            let bundle = CertificateAuthority::load(&ca_dir(cli)?)?.issue(name, sans, *days)?;
+            bundle.write(out)?;
+            json!({"name": name, "dir": out, "fingerprint": bundle.fingerprint})
+        }
+        Command::Fingerprint { file } => {
+            json!({"file": file, "fingerprint": pki::fingerprint_file(Path::new(file))?})
+        }
+        Command::TopologyHash { file } => {
+            json!({"version_hash": topology::canonical_hash_str(&read_input(file, "hydrated")?)?})
+        }
+        Command::Demo => {
+            decnet_agent_client::testkit::run_demo(&mut std::io::stdout().lock())?;
+            return Ok(None);
+        }
+    };
+    Ok(Some(value))
+}
