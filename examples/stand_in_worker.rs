@@ -30,7 +30,11 @@ fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
     let ca_dir = dir.join("ca");
     Identity::ensure(Some(&ca_dir))?;
     let ca = CertificateAuthority::load(&ca_dir)?;
-    let bundle = ca.issue("stand-in", &["127.0.0.1", "::1", "localhost"], LEAF_VALIDITY_DAYS)?;
+    let bundle = ca.issue(
+        "stand-in",
+        &["127.0.0.1", "::1", "localhost"],
+        LEAF_VALIDITY_DAYS,
+    )?;
     let hosts = dir.join("hosts");
     std::fs::create_dir_all(&hosts).map_err(|e| decnet_agent_client::Error::io(&hosts, e))?;
     let behaviours = [
