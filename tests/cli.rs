@@ -371,3 +371,46 @@ fn demo_runs_and_ends_with_the_pin_mismatch() {
         "{text}"
     );
 }
+
+/// The first ```sh block under `heading` in the README.
+fn readme_block(heading: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split(heading).nth(1).expect("README section");
+    let start = section.find("```sh\n").expect("sh block") + "```sh\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    section[start..end].to_string()
+}
+
+#[test]
+fn the_readme_shell_example_runs() {
+    let w = World::new();
+    let script = readme_block("## From the shell");
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("CA_DIR", w.pki.dir())
+        .env("HOST_JSON", w.path("host.json"))
+        .env_remove("DECNET_VERIFY_HOSTNAME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(r#"{"status":"ok"}"#), "{stdout}");
+    assert!(
+        stdout.contains("exit 19") && stdout.contains("exit 17"),
+        "{stdout}"
+    );
+    assert_eq!(
+        w.worker.ledger().len(),
+        3,
+        "health, mutate and status reached the worker"
+    );
+}
