@@ -2,7 +2,7 @@
 //! RPCs. The one place that knows the worker's endpoints.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use ureq::{Agent, Body, RequestBuilder};
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
 use crate::pki;
-use crate::tls::{PeerPolicy, PinnedConnector, StaleConnection, TlsSession, WorkerResolver};
+use crate::tls::{DeferredResolver, PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
 use crate::topology;
 
 /// The worker agent's default port.
@@ -309,6 +309,8 @@ impl AgentClient {
             identity,
             PeerPolicy {
                 address: record.authority(),
+                host: record.address.clone(),
+                port: record.port,
                 server_name,
                 verify_hostname,
                 pin: record.pin.clone(),
@@ -328,7 +330,7 @@ impl AgentClient {
             PinnedConnector {
                 session: session.clone(),
             },
-            WorkerResolver::new(record.authority()),
+            DeferredResolver,
         );
         Ok(AgentClient {
             base_url: format!("https://{}", record.authority()),
@@ -372,15 +374,8 @@ impl AgentClient {
     /// client certificate says so only after the handshake, so that failure
     /// surfaces on the first call.
     pub fn connect(&self) -> Result<()> {
-        let timeouts = self.timeouts(Profile::Control);
-        let addrs: Vec<SocketAddr> = (self.record.address.as_str(), self.record.port)
-            .to_socket_addrs()
-            .map_err(|e| Error::Connect {
-                address: self.record.authority(),
-                reason: format!("cannot resolve: {e}"),
-            })?
-            .collect();
-        self.session.open_warm(&addrs, timeouts.connect)
+        self.session
+            .open_warm(self.timeouts(Profile::Control).connect)
     }
 
     /// The timeouts of `profile`.

@@ -6,9 +6,10 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,7 +19,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
     OtherError, SignatureScheme,
 };
-use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
 };
@@ -40,6 +41,10 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 pub(crate) struct PeerPolicy {
     /// `host:port`, for error messages.
     pub address: String,
+    /// The IP literal or DNS name to connect to (no brackets).
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
     /// The name or IP the worker's certificate is checked against.
     pub server_name: ServerName<'static>,
     /// Whether the certificate must be valid for `server_name`.
@@ -244,10 +249,10 @@ impl TlsSession {
     }
 
     /// Opens and verifies one connection now and keeps it for the next
-    /// request. `addrs` are the worker's resolved addresses.
-    pub(crate) fn open_warm(&self, addrs: &[SocketAddr], timeout: Duration) -> Result<()> {
+    /// request.
+    pub(crate) fn open_warm(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut transport = self.open(addrs, deadline)?;
+        let mut transport = self.open(deadline)?;
         transport.idle = true;
         let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(transport);
@@ -260,8 +265,9 @@ impl TlsSession {
         transport.is_open().then_some(transport)
     }
 
-    fn open(&self, addrs: &[SocketAddr], deadline: Instant) -> Result<TlsTransport> {
-        let sock = self.connect_tcp(addrs, deadline)?;
+    fn open(&self, deadline: Instant) -> Result<TlsTransport> {
+        let addrs = self.resolve(deadline)?;
+        let sock = self.connect_tcp(&addrs, deadline)?;
         let mut conn = ClientConnection::new(self.config.clone(), self.policy.server_name.clone())
             .map_err(|e| self.tls_error(&e))?;
         let mut sock = sock;
@@ -286,6 +292,34 @@ impl TlsSession {
             between_exchanges: true,
             received: false,
         })
+    }
+
+    /// The worker's addresses: an IP literal as is, a DNS name looked up on
+    /// a helper thread so the deadline holds even when the resolver hangs.
+    fn resolve(&self, deadline: Instant) -> Result<Vec<SocketAddr>> {
+        if let Ok(ip) = self.policy.host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, self.policy.port)]);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let target = (self.policy.host.clone(), self.policy.port);
+        thread::Builder::new()
+            .name("decnet-resolve".into())
+            .spawn(move || {
+                let _ = tx.send(target.to_socket_addrs().map(Vec::from_iter));
+            })
+            .map_err(|e| Error::internal(format!("cannot start the resolver thread: {e}")))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(addrs)) => Ok(addrs),
+            Ok(Err(e)) => Err(Error::Connect {
+                address: self.policy.address.clone(),
+                reason: format!("cannot resolve: {e}"),
+            }),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.timeout(TimeoutPhase::Connect)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Error::internal(
+                "the resolver thread ended without an answer",
+            )),
+        }
     }
 
     fn connect_tcp(&self, addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream> {
@@ -462,9 +496,8 @@ impl Connector<()> for PinnedConnector {
         }
         let deadline = deadline_of(&details.timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let addrs: Vec<SocketAddr> = details.addrs.iter().copied().collect();
         self.session
-            .open(&addrs, deadline)
+            .open(deadline)
             .map(Some)
             .map_err(|e| ureq::Error::Other(Box::new(e)))
     }
@@ -641,38 +674,20 @@ impl TlsTransport {
     }
 }
 
-/// ureq's resolver, with a failed lookup reported as a connect error.
+/// The ureq resolver: resolves nothing. ureq resolves before it looks in
+/// the pool, and its resolver starts a thread per call when a timeout is
+/// set; deferring the lookup to [`TlsSession::open`] means calls on pooled
+/// connections do no lookup at all.
 #[derive(Debug)]
-pub(crate) struct WorkerResolver {
-    inner: DefaultResolver,
-    address: String,
-}
+pub(crate) struct DeferredResolver;
 
-impl WorkerResolver {
-    /// A resolver for the worker at `address` (`host:port`, for errors).
-    pub(crate) fn new(address: String) -> Self {
-        WorkerResolver {
-            inner: DefaultResolver::default(),
-            address,
-        }
-    }
-}
-
-impl Resolver for WorkerResolver {
+impl Resolver for DeferredResolver {
     fn resolve(
         &self,
-        uri: &ureq::http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
     ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
-        self.inner
-            .resolve(uri, config, timeout)
-            .map_err(|error| match error {
-                timeout @ ureq::Error::Timeout(_) => timeout,
-                other => ureq::Error::Other(Box::new(Error::Connect {
-                    address: self.address.clone(),
-                    reason: format!("cannot resolve: {other}"),
-                })),
-            })
+        Ok(self.empty())
     }
 }

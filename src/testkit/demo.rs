@@ -20,10 +20,10 @@ fn step(out: &mut dyn Write, name: &str, call: impl FnOnce() -> Result<Value>) -
     let result = call();
     let ms = started.elapsed().as_secs_f64() * 1e3;
     match &result {
-        Ok(value) => print(out, format_args!("  {name:<28} {ms:>8.3} ms  {value}"))?,
+        Ok(value) => print(out, format_args!("  {name:<32} {ms:>8.3} ms  {value}"))?,
         Err(e) => print(
             out,
-            format_args!("  {name:<28} {ms:>8.3} ms  error[{}]: {e}", e.kind().name()),
+            format_args!("  {name:<32} {ms:>8.3} ms  error[{}]: {e}", e.kind().name()),
         )?,
     }
     result
