@@ -6,6 +6,7 @@
 pub mod client;
 pub mod error;
 pub mod ffi;
+mod hex;
 pub mod identity;
 pub mod pki;
 mod secure_fs;

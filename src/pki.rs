@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
+use crate::hex::lower_hex;
 use crate::secure_fs::{self, DirLock, CERT_MODE, KEY_MODE};
 
 /// File name of the CA private key inside the CA directory.
@@ -84,7 +85,7 @@ pub fn fingerprint_file(path: &Path) -> Result<String> {
 
 /// The fingerprint of DER bytes: lowercase hex SHA-256, 64 characters.
 pub fn fingerprint_der(der: &[u8]) -> String {
-    hex(&Sha256::digest(der))
+    lower_hex(&Sha256::digest(der))
 }
 
 /// Normalises a fingerprint given in any case, with or without `:`
@@ -103,16 +104,6 @@ pub fn normalize_fingerprint(text: &str) -> Result<String> {
         ));
     }
     Ok(hex)
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
 }
 
 fn looks_like_pem(bytes: &[u8]) -> bool {
