@@ -556,30 +556,38 @@ impl AgentClient {
                 }
                 other => Exchange::Failed(other).into_error(&self.record, false),
             })?;
-        if (200..300).contains(&status) {
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(value @ Value::Object(_)) => Ok(value),
-                Ok(_) => Err(Error::protocol(format!(
-                    "HTTP {status} body is JSON but not an object"
-                ))),
-                Err(e) => Err(Error::protocol(format!(
-                    "HTTP {status} body is not JSON: {e}"
-                ))),
-            }
-        } else {
-            let detail = serde_json::from_slice::<Value>(&bytes)
-                .ok()
-                .and_then(|v| v.get("detail").cloned())
-                .map(|d| match d {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                });
-            Err(Error::HttpStatus {
-                status,
-                body: String::from_utf8_lossy(&bytes).into_owned(),
-                detail,
-            })
+        interpret_response(status, &bytes)
+    }
+}
+
+/// Turns a worker's answer into the RPC's result: a 2xx body must be a JSON
+/// object and is returned parsed; any other status is
+/// [`Error::HttpStatus`] with the body and, when the body is JSON with a
+/// `detail` member, that detail as text.
+pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
+    if (200..300).contains(&status) {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value @ Value::Object(_)) => Ok(value),
+            Ok(_) => Err(Error::protocol(format!(
+                "HTTP {status} body is JSON but not an object"
+            ))),
+            Err(e) => Err(Error::protocol(format!(
+                "HTTP {status} body is not JSON: {e}"
+            ))),
         }
+    } else {
+        let detail = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("detail").cloned())
+            .map(|d| match d {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+        Err(Error::HttpStatus {
+            status,
+            body: String::from_utf8_lossy(body).into_owned(),
+            detail,
+        })
     }
 }
 
