@@ -48,6 +48,13 @@ pub enum Fault {
     CloseAfterRequest,
     /// Answer 500 with `{"detail": "simulated worker failure"}`.
     ServerError,
+    /// Send the response headers, then wait this long before the body.
+    StallAfterHeaders(Duration),
+    /// Answer with the start of a TLS record (header and a few bytes of a
+    /// longer record), then drop the connection.
+    TruncatedRecord,
+    /// Drop each new connection right after its TLS handshake.
+    CloseAfterHandshake,
 }
 
 /// One request as the stand-in received it.
@@ -118,9 +125,16 @@ pub struct WorkerBuilder {
     client_ca_pem: Option<String>,
     bind: SocketAddr,
     tls12_only: bool,
+    client_auth: bool,
 }
 
 impl WorkerBuilder {
+    /// Ask for no client certificate (a misconfigured worker).
+    pub fn no_client_auth(mut self) -> Self {
+        self.client_auth = false;
+        self
+    }
+
     /// Trust client certificates from this CA instead of the bundle's.
     pub fn client_ca(mut self, pem: &str) -> Self {
         self.client_ca_pem = Some(pem.to_string());
@@ -165,11 +179,15 @@ impl WorkerBuilder {
         let cert = Arc::new(SwappableCert {
             current: RwLock::new(certified_key(&self.bundle)?),
         });
-        let config = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
-            .map_err(|e| Error::internal(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(cert.clone());
+            .map_err(|e| Error::internal(e.to_string()))?;
+        let builder = if self.client_auth {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_cert_resolver(cert.clone());
         let config = Arc::new(config);
         let listener = TcpListener::bind(self.bind).map_err(|e| Error::Connect {
             address: self.bind.to_string(),
@@ -216,6 +234,7 @@ impl StandInWorker {
             client_ca_pem: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls12_only: false,
+            client_auth: true,
         }
     }
 
@@ -329,6 +348,10 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
         }
     }
     shared.handshakes.fetch_add(1, Ordering::Relaxed);
+    if *lock(&shared.fault) == Fault::CloseAfterHandshake {
+        let _ = tcp.shutdown(Shutdown::Both);
+        return;
+    }
     let mut stream = StreamOwned::new(conn, tcp);
     let mut pending = Vec::new();
     loop {
@@ -385,6 +408,13 @@ fn respond(
         Fault::Stall(delay) => thread::sleep(delay),
         Fault::CloseAfterRequest => return hang_up(stream),
         Fault::NonJsonBody => return http::write_response(stream, 200, b"<html>not json</html>"),
+        Fault::TruncatedRecord => {
+            // Application data, TLS 1.2 framing, announcing 64 bytes; send 10.
+            let _ = stream
+                .sock
+                .write_all(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            return hang_up(stream);
+        }
         Fault::ServerError => {
             let body = detail("simulated worker failure").to_string();
             return http::write_response(stream, 500, body.as_bytes());
@@ -410,6 +440,13 @@ fn respond(
             stream.write_all(&body[..body.len() / 2])?;
             stream.flush()?;
             hang_up(stream)
+        }
+        Fault::StallAfterHeaders(delay) => {
+            stream.write_all(&http::response_head(status, body.len()))?;
+            stream.flush()?;
+            thread::sleep(delay);
+            stream.write_all(&body)?;
+            stream.flush()
         }
         Fault::Drip(interval) => {
             let mut bytes = http::response_head(status, body.len());
