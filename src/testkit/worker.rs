@@ -68,6 +68,8 @@ pub struct LedgerEntry {
     pub body: Value,
     /// Which accepted connection carried it (counts from 1).
     pub connection: u64,
+    /// The fault applied to its answer.
+    pub fault: Fault,
 }
 
 #[derive(Debug, Default)]
@@ -298,6 +300,12 @@ impl StandInWorker {
         lock(&self.shared.ledger).clone()
     }
 
+    /// Removes and returns the requests received so far (for long runs
+    /// that must not keep every request in memory).
+    pub fn take_ledger(&self) -> Vec<LedgerEntry> {
+        std::mem::take(&mut *lock(&self.shared.ledger))
+    }
+
     /// Completed TLS handshakes.
     pub fn handshakes(&self) -> u64 {
         self.shared.handshakes.load(Ordering::Relaxed)
@@ -388,6 +396,7 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
             path: request.path.clone(),
             body: body.clone(),
             connection: id,
+            fault,
         });
         if respond(&mut stream, &shared, &request, fault).is_err() || request.close {
             return;
