@@ -124,7 +124,7 @@ fn soak_with_random_faults() {
             let mut rng = Lcg(seed);
             let mut rss = Vec::new();
             let mut received: Vec<(u64, Fault)> = Vec::with_capacity(1 << 20);
-            let mut drain = |received: &mut Vec<(u64, Fault)>| {
+            let drain = |received: &mut Vec<(u64, Fault)>| {
                 for entry in worker.take_ledger() {
                     let id = entry
                         .body
@@ -198,7 +198,7 @@ fn soak_with_random_faults() {
             .into_iter()
             .flat_map(|c| c.join().expect("no caller panicked"))
             .collect();
-        let (mut received, rss, mut drain) = injector.join().expect("the injector did not panic");
+        let (mut received, rss, drain) = injector.join().expect("the injector did not panic");
         drain(&mut received);
         (outcomes, received, rss)
     });
