@@ -3,10 +3,13 @@
 //! directory holds a complete, valid identity or the next ensure completes
 //! it; a half-written key is never accepted; there is never a second CA.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::Lcg;
 use decnet_agent_client::identity::MASTER_DIR;
 use decnet_agent_client::pki::{self, Bundle, CertificateAuthority};
 use decnet_agent_client::Identity;
@@ -30,19 +33,6 @@ fn spawn_child(dir: &Path) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// A small deterministic generator (the seed is printed for replay).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
 }
 
 fn ca_fingerprint_if_complete(dir: &Path) -> Option<String> {

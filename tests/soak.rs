@@ -12,25 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::setup;
+use common::{setup, Lcg};
 use decnet_agent_client::testkit::Fault;
 use decnet_agent_client::{Error, ErrorKind, Profile, Timeouts};
 use serde_json::{json, Value};
 
 const THREADS: u64 = 8;
 const STALL: Duration = Duration::from_millis(600);
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 const FAULTS: [Fault; 12] = [
     Fault::None,

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use decnet_agent_client::topology::{canonical_hash, canonical_hash_str, canonical_json};
 use proptest::prelude::*;
 
+/// The spec's volatile keys, written out here rather than taken from the
+/// library, so a change to the library's list is caught.
 const VOLATILE: [&str; 11] = [
     "created_at",
     "status_changed_at",

@@ -40,3 +40,18 @@ pub fn expect_kind<T: std::fmt::Debug>(result: Result<T, Error>, kind: ErrorKind
         other => panic!("expected {kind:?}, got {other:?}"),
     }
 }
+
+/// A small deterministic random generator; tests print their seed so a
+/// failing run can be replayed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
