@@ -1,9 +1,10 @@
 //! Serves stand-in workers for the C and Python test suites.
 //!
 //! `stand_in_worker DIR` ensures a CA and master identity in `DIR/ca`,
-//! starts one worker per behaviour below on 127.0.0.1, writes each one's
-//! pinned host record to `DIR/hosts/<behaviour>.json`, then creates
-//! `DIR/ready` and serves until killed.
+//! starts one worker per behaviour below on 127.0.0.1 (all presenting the
+//! certificate written to `DIR/worker.crt`), writes each one's pinned host
+//! record to `DIR/hosts/<behaviour>.json`, then creates `DIR/ready` and
+//! serves until killed.
 //!
 //! Behaviours: `ok` (the contract), `close` (reads each request, then hangs
 //! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML).
@@ -35,6 +36,9 @@ fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
         &["127.0.0.1", "::1", "localhost"],
         LEAF_VALIDITY_DAYS,
     )?;
+    let cert = dir.join("worker.crt");
+    std::fs::write(&cert, &bundle.cert_pem)
+        .map_err(|e| decnet_agent_client::Error::io(&cert, e))?;
     let hosts = dir.join("hosts");
     std::fs::create_dir_all(&hosts).map_err(|e| decnet_agent_client::Error::io(&hosts, e))?;
     let behaviours = [

@@ -323,7 +323,8 @@ enum decnet_result decnet_client_deploy(const struct decnet_client *client,
 
 /**
  * `POST /mutate`: give decky `decky_id` the `services_count` services in
- * `services`. See `decnet_client_health`.
+ * `services` (which may be NULL when the count is 0). See
+ * `decnet_client_health`.
  */
 enum decnet_result decnet_client_mutate(const struct decnet_client *client,
                                         const char *decky_id,
@@ -403,6 +404,22 @@ enum decnet_result decnet_identity_load(const char *ca_cert_path,
                                         const char *cert_path,
                                         const char *key_path,
                                         struct decnet_identity **out);
+
+/**
+ * Loads the identity of a bundle directory holding `ca.crt`, `worker.crt`
+ * and `worker.key` — the master's (`<ca_dir>/master`) or any enrolled
+ * bundle — without creating anything.
+ *
+ * Ownership: `*out` is owned by the caller; free it with
+ * `decnet_identity_free`. Thread-safe.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (non-UTF-8 path), `DECNET_ERR_NOT_ENROLLED`
+ * (a file is missing; the message names it), `DECNET_ERR_IO`,
+ * `DECNET_ERR_PKI` (unreadable PEM or a key that does not belong to the
+ * certificate), `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_identity_load_dir(const char *dir, struct decnet_identity **out);
 
 /**
  * Writes the fingerprint of the identity's certificate (64 lowercase hex

@@ -108,7 +108,16 @@ impl HostRecord {
 
     /// Sets or clears the pin (any case, `:` separators allowed).
     pub fn with_pin(mut self, pin: Option<&str>) -> Result<Self> {
-        self.pin = pin.map(pki::normalize_fingerprint).transpose()?;
+        self.pin = pin
+            .map(|text| {
+                pki::normalize_fingerprint(text).map_err(|_| {
+                    Error::invalid(
+                        "pin",
+                        "expected 64 hex characters (a SHA-256), optionally separated by ':'",
+                    )
+                })
+            })
+            .transpose()?;
         Ok(self)
     }
 

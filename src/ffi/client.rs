@@ -209,8 +209,14 @@ pub unsafe extern "C" fn decnet_client_get_timeouts(
 ) -> decnet_result {
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
-        let client = unsafe { handle(client, "client") }?;
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = decnet_timeouts {
+            connect_ms: 0,
+            read_ms: 0,
+            write_ms: 0,
+            pool_ms: 0,
+        };
+        let client = unsafe { handle(client, "client") }?;
         let t = client.inner.timeouts(profile_of(profile)?);
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         *out = decnet_timeouts {
@@ -334,7 +340,8 @@ pub unsafe extern "C" fn decnet_client_deploy(
 }
 
 /// `POST /mutate`: give decky `decky_id` the `services_count` services in
-/// `services`. See `decnet_client_health`.
+/// `services` (which may be NULL when the count is 0). See
+/// `decnet_client_health`.
 #[no_mangle]
 pub unsafe extern "C" fn decnet_client_mutate(
     client: *const decnet_client,
@@ -396,7 +403,8 @@ pub unsafe extern "C" fn decnet_client_apply_topology(
         rpc(client, out_json, |c| {
             let hydrated = required_json(hydrated_json, "hydrated_json")?;
             let hash = optional_str(version_hash, "version_hash")?;
-            Ok(c.apply_topology(&hydrated, hash)?)
+            c.apply_topology(&hydrated, hash)
+                .map_err(|e| Failure::from(e).argument_named("hydrated", "hydrated_json"))
         })
     }
 }

@@ -17,6 +17,22 @@ pub(crate) enum Failure {
     Library(Error),
 }
 
+impl Failure {
+    /// Renames the argument of an invalid-argument error from the Rust
+    /// name to the C parameter's name (`hydrated` → `hydrated_json`).
+    pub(crate) fn argument_named(self, rust: &str, c: &'static str) -> Self {
+        match self {
+            Failure::Library(Error::InvalidArgument { argument, reason }) if argument == rust => {
+                Failure::Library(Error::InvalidArgument {
+                    argument: c.to_string(),
+                    reason,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Library(e)

@@ -78,6 +78,32 @@ pub unsafe extern "C" fn decnet_identity_load(
     })
 }
 
+/// Loads the identity of a bundle directory holding `ca.crt`, `worker.crt`
+/// and `worker.key` — the master's (`<ca_dir>/master`) or any enrolled
+/// bundle — without creating anything.
+///
+/// Ownership: `*out` is owned by the caller; free it with
+/// `decnet_identity_free`. Thread-safe.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+/// `DECNET_ERR_INVALID_ARGUMENT` (non-UTF-8 path), `DECNET_ERR_NOT_ENROLLED`
+/// (a file is missing; the message names it), `DECNET_ERR_IO`,
+/// `DECNET_ERR_PKI` (unreadable PEM or a key that does not belong to the
+/// certificate), `DECNET_ERR_PANIC`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_identity_load_dir(
+    dir: *const c_char,
+    out: *mut *mut decnet_identity,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out, "out") }?;
+        let dir = unsafe { required_str(dir, "dir") }?;
+        hand_out(slot, Identity::load_dir(Path::new(dir))?);
+        Ok(())
+    })
+}
+
 /// Writes the fingerprint of the identity's certificate (64 lowercase hex
 /// characters) to `*out`.
 ///

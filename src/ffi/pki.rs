@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 use std::path::{Path, PathBuf};
 
-use super::guard::{guard, optional_str, out_ptr, required_str, str_array, write_string};
+use super::guard::{guard, optional_str, out_ptr, required_str, str_array, write_string, Failure};
 use super::result::decnet_result;
 use crate::identity::default_ca_dir;
 use crate::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
@@ -120,7 +120,9 @@ pub unsafe extern "C" fn decnet_topology_hash(
         // SAFETY: the caller's pointers follow the module's conventions.
         let slot = unsafe { out_ptr(out, "out") }?;
         let text = unsafe { required_str(hydrated_json, "hydrated_json") }?;
-        write_string(slot, topology::canonical_hash_str(text)?);
+        let hash = topology::canonical_hash_str(text)
+            .map_err(|e| Failure::from(e).argument_named("hydrated", "hydrated_json"))?;
+        write_string(slot, hash);
         Ok(())
     })
 }
