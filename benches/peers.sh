@@ -21,7 +21,7 @@ python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet --disabl
 
 cargo build --release --quiet --features cli --bin decnet-agent-client
 cargo build --release --quiet --features testkit --example stand_in_worker --target-dir target/testkit
-cargo build --release --quiet --lib --target-dir target/python
+cargo build --release --quiet --lib --target-dir target/c-abi
 
 work=$(mktemp -d)
 taskset -c "$cpus" target/testkit/release/examples/stand_in_worker "$work" &
@@ -43,7 +43,7 @@ curl=(taskset -c "$cpus" curl -sS --fail --cert "$master/worker.crt" --key "$mas
 
 hyperfine --shell=none --warmup 10 --runs 100 --export-json "$work/oneshot.json" \
     "${cli[*]}" "${curl[*]}" >/dev/null
-DECNET_AGENT_CLIENT_LIB="$PWD/target/python/release/libdecnet_agent_client.so" \
+DECNET_AGENT_CLIENT_LIB="$PWD/target/c-abi/release/libdecnet_agent_client.so" \
     taskset -c "$cpus" python3 benches/python_peers.py "$work/ca" "$host" > "$work/python.json"
 
 python3 - "$work/oneshot.json" "$work/python.json" <<'PY'
