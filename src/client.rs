@@ -251,9 +251,11 @@ impl Profile {
 ///
 /// Mapping onto ureq: `connect` bounds name resolution and, separately, the
 /// TCP connect plus the TLS handshake; `write` bounds sending the request
-/// headers and, separately, the body; `read` bounds the wait for the
-/// response headers and, separately, the whole body (a worker that drips
-/// bytes cannot stretch it). `pool` is kept for the contract's table but
+/// headers and, separately, the body (the last few kilobytes of a request
+/// leave together with the wait for the answer, so a request's head and
+/// body share one send); `read` bounds the wait for the response headers
+/// and, separately, the whole body (a worker that drips bytes cannot
+/// stretch it). `pool` is kept for the contract's table but
 /// has no effect: the pool never makes a call wait, it opens a new
 /// connection when no idle one is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,8 @@ use crate::pki;
 
 /// Size of each connection's input and output buffers.
 const BUFFER_SIZE: usize = 64 * 1024;
+/// Sealed request bytes held back before they are sent anyway.
+const FLUSH_THRESHOLD: usize = 16 * 1024;
 
 /// The crypto provider used for every TLS connection and signature.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -270,6 +272,9 @@ impl TlsSession {
         let sock = self.connect_tcp(&addrs, deadline)?;
         let mut conn = ClientConnection::new(self.config.clone(), self.policy.server_name.clone())
             .map_err(|e| self.tls_error(&e))?;
+        // Held-back records are bounded by FLUSH_THRESHOLD plus one output
+        // buffer, not by rustls' default limit (which would fail the write).
+        conn.set_buffer_limit(None);
         let mut sock = sock;
         while conn.is_handshaking() {
             set_deadline(&sock, deadline).map_err(|_| self.timeout(TimeoutPhase::Handshake))?;
@@ -291,6 +296,7 @@ impl TlsSession {
             exchanges: 0,
             between_exchanges: true,
             received: false,
+            unsent: 0,
         })
     }
 
@@ -517,6 +523,8 @@ pub(crate) struct TlsTransport {
     between_exchanges: bool,
     /// Some response byte of the current exchange has arrived.
     received: bool,
+    /// Plaintext bytes sealed into records but not yet sent.
+    unsent: usize,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -589,21 +597,22 @@ impl Transport for TlsTransport {
             self.exchanges += 1;
             self.received = false;
         }
-        self.set_timeout(deadline_of(&timeout), &timeout)?;
         let output = &self.buffers.output()[..amount];
         if let Err(e) = self.conn.writer().write_all(output) {
             return Err(self.io_error(e, &timeout));
         }
-        while self.conn.wants_write() {
-            if let Err(e) = self.conn.write_tls(&mut self.sock) {
-                return Err(self.io_error(e, &timeout));
-            }
+        // Sealed records wait until the response is awaited (or enough piles
+        // up), so a request's head and body leave in one send.
+        self.unsent += amount;
+        if self.unsent >= FLUSH_THRESHOLD {
+            self.flush(&timeout)?;
         }
         Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
         let timeout = timeout.for_read();
+        self.flush(&timeout)?;
         let deadline = deadline_of(&timeout);
         loop {
             let input = self.buffers.input_append_buf();
@@ -666,6 +675,41 @@ impl Transport for TlsTransport {
 }
 
 impl TlsTransport {
+    /// Sends every sealed record still held back.
+    fn flush(&mut self, timeout: &NextTimeout) -> std::result::Result<(), ureq::Error> {
+        if !self.conn.wants_write() {
+            self.unsent = 0;
+            return Ok(());
+        }
+        self.set_timeout(deadline_of(timeout), timeout)?;
+        while self.conn.wants_write() {
+            if let Err(e) = self.conn.write_tls(&mut self.sock) {
+                return Err(self.alert_or(e, timeout));
+            }
+        }
+        self.unsent = 0;
+        Ok(())
+    }
+
+    /// A write failed: in TLS 1.3 a worker that rejects our certificate
+    /// sends its alert and closes, so the socket may hold the alert that
+    /// explains the failure. Report it when it is there.
+    fn alert_or(&mut self, error: io::Error, timeout: &NextTimeout) -> ureq::Error {
+        if self.sock.set_nonblocking(true).is_ok() {
+            while let Ok(n) = self.conn.read_tls(&mut self.sock) {
+                if n == 0 {
+                    break;
+                }
+                if let Err(tls) = self.conn.process_new_packets() {
+                    let _ = self.sock.set_nonblocking(false);
+                    return ureq::Error::Other(Box::new(classify_tls_error(&self.address, &tls)));
+                }
+            }
+            let _ = self.sock.set_nonblocking(false);
+        }
+        self.io_error(error, timeout)
+    }
+
     fn end_of_stream(&mut self) -> std::result::Result<bool, ureq::Error> {
         if self.reused() && !self.received {
             return Err(self.lost("closed by the worker before any response byte".into()));

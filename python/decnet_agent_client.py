@@ -1,0 +1,1009 @@
+"""Python bindings for decnet-agent-client: drive DECNET worker agents over mutual TLS.
+
+This module is a thin ``ctypes`` layer (standard library only) over the
+library's C ABI (``include/decnet_agent_client.h``). It adds:
+
+* typed exceptions, one per result code, carrying the per-thread error detail
+  (HTTP status and body, pinned and presented fingerprints, ...);
+* :class:`Identity` and :class:`Client` objects that own their C handles,
+  free them exactly once, and are safe to share between threads;
+* JSON in and out: dicts are sent as ``json.dumps`` text and every answer is
+  returned as a dict; every string the library hands over is freed at once.
+
+Finding the shared library, in this order:
+
+1. the environment variable ``DECNET_AGENT_CLIENT_LIB`` (a file, or a folder
+   holding ``libdecnet_agent_client.so``); when it is set, nothing else is
+   tried, so a wrong setting never silently loads another build;
+2. ``libdecnet_agent_client.so`` beside this module;
+3. the repository's cargo target folder: ``../target/release``, then
+   ``../target/debug``, relative to this module.
+
+Example::
+
+    import decnet_agent_client as dac
+
+    with dac.Identity.ensure("/var/lib/decnet/ca") as identity, \\
+            dac.Client.from_host(identity, host_record) as client:
+        print(client.health())
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import sys
+import threading
+from ctypes import (
+    POINTER,
+    Structure,
+    byref,
+    c_bool,
+    c_char,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_uint16,
+    c_uint32,
+    c_uint64,
+)
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
+
+__all__ = [
+    "DecnetError",
+    "InvalidArgumentError",
+    "FileSystemError",
+    "PKIError",
+    "NotEnrolledError",
+    "ConnectError",
+    "TLSError",
+    "PinMismatchError",
+    "AgentTimeoutError",
+    "HTTPStatusError",
+    "ProtocolError",
+    "ConnectionLostError",
+    "InternalError",
+    "NullArgumentError",
+    "PanicError",
+    "ClosedError",
+    "Identity",
+    "Client",
+    "Timeouts",
+    "PROFILES",
+    "LIBRARY_ENV",
+    "library_path",
+    "lib",
+    "last_error",
+    "version",
+    "topology_hash",
+    "fingerprint_file",
+    "ensure_ca",
+    "issue_worker_bundle",
+]
+
+#: The environment variable naming the shared library to load.
+LIBRARY_ENV = "DECNET_AGENT_CLIENT_LIB"
+
+# ---------------------------------------------------------------------------
+# Finding and loading the shared library
+# ---------------------------------------------------------------------------
+
+
+def _library_file_name() -> str:
+    if sys.platform == "darwin":
+        return "libdecnet_agent_client.dylib"
+    if sys.platform == "win32":
+        return "decnet_agent_client.dll"
+    return "libdecnet_agent_client.so"
+
+
+def _candidates() -> List[str]:
+    """Where the library is looked for, in order (see the module docstring)."""
+    name = _library_file_name()
+    explicit = os.environ.get(LIBRARY_ENV)
+    if explicit:
+        if os.path.isdir(explicit):
+            return [os.path.join(explicit, name)]
+        return [explicit]
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.dirname(here)
+    return [
+        os.path.join(here, name),
+        os.path.join(repo, "target", "release", name),
+        os.path.join(repo, "target", "debug", name),
+    ]
+
+
+def _load_library() -> "tuple[ctypes.CDLL, str]":
+    tried = []
+    for path in _candidates():
+        if not os.path.isfile(path):
+            tried.append(f"  {path} (not found)")
+            continue
+        try:
+            return ctypes.CDLL(path), path
+        except OSError as error:  # wrong architecture, missing symbol, ...
+            tried.append(f"  {path} (cannot load: {error})")
+    how = (
+        f"{LIBRARY_ENV} is set, so only that path was tried"
+        if os.environ.get(LIBRARY_ENV)
+        else f"set {LIBRARY_ENV} to the library's path, or build it with "
+        "`cargo build --release --lib`"
+    )
+    raise ImportError(
+        "decnet_agent_client: cannot find the shared library "
+        f"{_library_file_name()}; looked in:\n" + "\n".join(tried) + f"\n({how})"
+    )
+
+
+lib, _LIBRARY_PATH = _load_library()
+lib.__doc__ = "The raw ctypes library, with argtypes and restype declared for every function."
+
+
+def library_path() -> str:
+    """The path of the shared library this module loaded."""
+    return _LIBRARY_PATH
+
+
+# ---------------------------------------------------------------------------
+# C declarations: every function of include/decnet_agent_client.h
+# ---------------------------------------------------------------------------
+
+
+class _Opaque(Structure):
+    """Base of the opaque handle types (never instantiated)."""
+
+
+class _ClientStruct(_Opaque):
+    """`struct decnet_client` (opaque)."""
+
+
+class _IdentityStruct(_Opaque):
+    """`struct decnet_identity` (opaque)."""
+
+
+class _CTimeouts(Structure):
+    """`struct decnet_timeouts`: one profile's timeouts, in milliseconds."""
+
+    _fields_ = [
+        ("connect_ms", c_uint64),
+        ("read_ms", c_uint64),
+        ("write_ms", c_uint64),
+        ("pool_ms", c_uint64),
+    ]
+
+
+_ClientPtr = POINTER(_ClientStruct)
+_IdentityPtr = POINTER(_IdentityStruct)
+_OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
+_Result = c_int  # `enum decnet_result`
+
+# name: (restype, argtypes)
+_SIGNATURES: Dict[str, "tuple[Any, list]"] = {
+    "decnet_version": (c_char_p, []),
+    "decnet_string_free": (None, [_OwnedStr]),
+    "decnet_client_new_from_host_json": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint32, POINTER(_ClientPtr)],
+    ),
+    "decnet_client_new": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint16, c_char_p, c_uint32, POINTER(_ClientPtr)],
+    ),
+    "decnet_client_connect": (_Result, [_ClientPtr]),
+    "decnet_client_describe": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
+    "decnet_client_free": (None, [_ClientPtr]),
+    "decnet_client_get_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),
+    "decnet_client_set_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),
+    "decnet_client_set_max_response_bytes": (_Result, [_ClientPtr, c_uint64]),
+    "decnet_client_health": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
+    "decnet_client_status": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
+    "decnet_client_deploy": (
+        _Result,
+        [_ClientPtr, c_char_p, c_bool, c_bool, POINTER(_OwnedStr)],
+    ),
+    "decnet_client_mutate": (
+        _Result,
+        [_ClientPtr, c_char_p, POINTER(c_char_p), c_size_t, c_bool, POINTER(_OwnedStr)],
+    ),
+    "decnet_client_teardown": (_Result, [_ClientPtr, c_char_p, POINTER(_OwnedStr)]),
+    "decnet_client_self_destruct": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
+    "decnet_client_apply_topology": (
+        _Result,
+        [_ClientPtr, c_char_p, c_char_p, POINTER(_OwnedStr)],
+    ),
+    "decnet_client_teardown_topology": (_Result, [_ClientPtr, c_char_p, POINTER(_OwnedStr)]),
+    "decnet_client_topology_state": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
+    "decnet_identity_ensure": (_Result, [c_char_p, POINTER(_IdentityPtr)]),
+    "decnet_identity_load": (
+        _Result,
+        [c_char_p, c_char_p, c_char_p, POINTER(_IdentityPtr)],
+    ),
+    "decnet_identity_load_dir": (_Result, [c_char_p, POINTER(_IdentityPtr)]),
+    "decnet_identity_fingerprint": (_Result, [_IdentityPtr, POINTER(_OwnedStr)]),
+    "decnet_identity_free": (None, [_IdentityPtr]),
+    "decnet_last_error_result": (_Result, []),
+    "decnet_last_error_message": (c_char_p, []),
+    "decnet_last_error_http_status": (c_uint16, []),
+    "decnet_last_error_http_body": (c_char_p, []),
+    "decnet_last_error_expected_fingerprint": (c_char_p, []),
+    "decnet_last_error_actual_fingerprint": (c_char_p, []),
+    "decnet_last_error_may_have_reached_worker": (c_bool, []),
+    "decnet_pki_ensure_ca": (_Result, [c_char_p, POINTER(_OwnedStr)]),
+    "decnet_pki_issue_worker_bundle": (
+        _Result,
+        [c_char_p, c_char_p, POINTER(c_char_p), c_size_t, c_uint32, c_char_p, POINTER(_OwnedStr)],
+    ),
+    "decnet_fingerprint_file": (_Result, [c_char_p, POINTER(_OwnedStr)]),
+    "decnet_topology_hash": (_Result, [c_char_p, POINTER(_OwnedStr)]),
+    "decnet_result_name": (c_char_p, [c_uint32]),
+}
+
+_missing = [name for name in _SIGNATURES if not hasattr(lib, name)]
+if _missing:
+    raise ImportError(
+        f"decnet_agent_client: the library at {_LIBRARY_PATH} lacks {', '.join(_missing)}: "
+        "it is older than this module; rebuild it (cargo build --release --lib)")
+for _name, (_restype, _argtypes) in _SIGNATURES.items():
+    _function = getattr(lib, _name)
+    _function.restype = _restype
+    _function.argtypes = _argtypes
+del _name, _restype, _argtypes, _function, _missing
+
+# decnet_result values
+DECNET_OK = 0
+_HOSTNAME_OFF, _HOSTNAME_ON, _HOSTNAME_FROM_ENV = 0, 1, 2
+
+#: Timeout profile names and their `decnet_profile` codes.
+PROFILES: Dict[str, int] = {
+    "control": 0,
+    "deploy": 1,
+    "topology-apply": 2,
+    "topology-teardown": 3,
+}
+
+# ---------------------------------------------------------------------------
+# Exceptions
+# ---------------------------------------------------------------------------
+
+
+class DecnetError(Exception):
+    """A call into the library failed.
+
+    Attributes:
+        code: the ``decnet_result`` code (1-14).
+        kind: its short stable name from ``decnet_result_name`` (``"tls"``,
+            ``"pin_mismatch"``, ...).
+        message: the library's one-line description.
+    """
+
+    code: int = 0
+
+    def __init__(self, message: str, *, code: Optional[int] = None, kind: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.kind = kind if kind is not None else _result_name(self.code)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code}, kind={self.kind!r})"
+
+
+class InvalidArgumentError(DecnetError, ValueError):
+    """An argument was rejected (not UTF-8, malformed JSON, out of range, bad host-record field)."""
+
+    code = 1
+
+
+class FileSystemError(DecnetError):
+    """A file-system operation failed; the message names the path (``DECNET_ERR_IO``)."""
+
+    code = 2
+
+
+class PKIError(DecnetError):
+    """Certificate or key material is unreadable, corrupt or inconsistent."""
+
+    code = 3
+
+
+class NotEnrolledError(DecnetError):
+    """A bundle directory lacks one of its three files."""
+
+    code = 4
+
+
+class ConnectError(DecnetError):
+    """The TCP connection could not be opened (refused, unreachable, DNS)."""
+
+    code = 5
+
+
+class TLSError(DecnetError):
+    """The TLS handshake failed: untrusted certificate, hostname mismatch, client certificate rejected."""
+
+    code = 6
+
+
+class PinMismatchError(DecnetError):
+    """The worker's certificate does not match the pinned fingerprint: a security event, never retry.
+
+    Attributes:
+        expected: the pinned fingerprint (64 lowercase hex characters).
+        actual: the fingerprint the worker presented.
+    """
+
+    code = 7
+
+    def __init__(self, message: str, *, expected: Optional[str] = None,
+                 actual: Optional[str] = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.expected = expected
+        self.actual = actual
+
+
+class AgentTimeoutError(DecnetError, TimeoutError):
+    """A timeout of the call's profile expired. Also a builtin :class:`TimeoutError`."""
+
+    code = 8
+
+
+class HTTPStatusError(DecnetError):
+    """The worker answered with a non-2xx status.
+
+    Attributes:
+        status: the HTTP status code.
+        body: the raw response body (text).
+        detail: the ``detail`` member of a JSON error body (a string, or a
+            list of validation problems for 422); None when absent.
+    """
+
+    code = 9
+
+    def __init__(self, message: str, *, status: int = 0, body: Optional[str] = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.status = status
+        self.body = body
+        self.detail: Any = None
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                self.detail = parsed.get("detail")
+
+
+class ProtocolError(DecnetError):
+    """The worker's answer broke the protocol (not a JSON object, too large, malformed HTTP)."""
+
+    code = 10
+
+
+class ConnectionLostError(DecnetError):
+    """The connection died mid-exchange.
+
+    Attributes:
+        may_have_reached_worker: True when the request may have reached the
+            worker, so a POST may have taken effect.
+    """
+
+    code = 11
+
+    def __init__(self, message: str, *, may_have_reached_worker: bool = False, **kw: Any):
+        super().__init__(message, **kw)
+        self.may_have_reached_worker = may_have_reached_worker
+
+
+class InternalError(DecnetError):
+    """A bug inside the library."""
+
+    code = 12
+
+
+class NullArgumentError(DecnetError):
+    """A required pointer argument was NULL (only reachable through the raw :data:`lib`)."""
+
+    code = 13
+
+
+class PanicError(DecnetError):
+    """The library panicked; the call was abandoned."""
+
+    code = 14
+
+
+class ClosedError(ValueError):
+    """The :class:`Client` or :class:`Identity` was closed (a Python-side condition, no result code)."""
+
+
+_ERROR_CLASSES: Dict[int, type] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgumentError,
+        FileSystemError,
+        PKIError,
+        NotEnrolledError,
+        ConnectError,
+        TLSError,
+        PinMismatchError,
+        AgentTimeoutError,
+        HTTPStatusError,
+        ProtocolError,
+        ConnectionLostError,
+        InternalError,
+        NullArgumentError,
+        PanicError,
+    )
+}
+
+
+def _text(value: Optional[bytes]) -> Optional[str]:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _result_name(code: int) -> str:
+    if not 0 <= code <= 0xFFFFFFFF:
+        return "unknown"
+    return _text(lib.decnet_result_name(code)) or "unknown"
+
+
+def last_error(result: int) -> DecnetError:
+    """The exception for ``result``, built from this thread's last-error detail.
+
+    Call it on the same OS thread, right after the failing call (the library
+    keeps the detail per thread, and the next failure replaces it). Useful
+    with the raw :data:`lib`.
+    """
+    message = _text(lib.decnet_last_error_message()) or ""
+    cls = _ERROR_CLASSES.get(result, DecnetError)
+    kw: Dict[str, Any] = {"code": result, "kind": _result_name(result)}
+    if cls is HTTPStatusError:
+        kw["status"] = int(lib.decnet_last_error_http_status())
+        kw["body"] = _text(lib.decnet_last_error_http_body())
+    elif cls is PinMismatchError:
+        kw["expected"] = _text(lib.decnet_last_error_expected_fingerprint())
+        kw["actual"] = _text(lib.decnet_last_error_actual_fingerprint())
+    elif cls is ConnectionLostError:
+        kw["may_have_reached_worker"] = bool(lib.decnet_last_error_may_have_reached_worker())
+    return cls(message or _result_name(result), **kw)
+
+
+def _check(result: int) -> None:
+    if result != DECNET_OK:
+        raise last_error(result)
+
+
+def _take_string(pointer: "ctypes._Pointer") -> str:
+    """Reads an owned ``char *`` and frees it with ``decnet_string_free``."""
+    if not pointer:
+        raise InternalError("the library returned NULL for a string", code=12)
+    try:
+        return ctypes.string_at(pointer).decode("utf-8")
+    finally:
+        lib.decnet_string_free(pointer)
+
+
+def _call_for_string(function: Any, *args: Any) -> str:
+    """Calls ``function(*args, &out)``, raises on failure, returns (and frees) ``out``."""
+    out = _OwnedStr()
+    result = function(*args, byref(out))
+    if result != DECNET_OK:
+        error = last_error(result)  # read the detail before anything else runs
+        if out:  # the library leaves it NULL on failure; free it should that change
+            lib.decnet_string_free(out)
+        raise error
+    return _take_string(out)
+
+
+def _call_for_json(function: Any, *args: Any) -> Dict[str, Any]:
+    return json.loads(_call_for_string(function, *args))
+
+
+# ---------------------------------------------------------------------------
+# Argument conversion
+# ---------------------------------------------------------------------------
+
+
+def _invalid(argument: str, reason: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"invalid argument `{argument}`: {reason}", code=1)
+
+
+def _c_text(value: Optional[str], argument: str, *, optional: bool = False) -> Optional[bytes]:
+    """UTF-8 bytes for a ``const char *`` argument (None passes NULL when allowed)."""
+    if value is None:
+        if optional:
+            return None
+        raise _invalid(argument, "must not be None")
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        try:
+            data = value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise _invalid(argument, f"is not valid UTF-8 text: {error}") from None
+    else:
+        raise _invalid(argument, f"must be a str, not {type(value).__name__}")
+    if b"\0" in data:
+        # ctypes would silently cut the string at the NUL.
+        raise _invalid(argument, "must not contain a NUL character")
+    return data
+
+
+def _c_path(value: Any, argument: str, *, optional: bool = False) -> Optional[bytes]:
+    if value is None:
+        if optional:
+            return None
+        raise _invalid(argument, "must not be None")
+    try:
+        data = os.fsencode(value)
+    except TypeError:
+        raise _invalid(argument, f"must be a path, not {type(value).__name__}") from None
+    if b"\0" in data:
+        raise _invalid(argument, "must not contain a NUL character")
+    return data
+
+
+def _c_json(value: Union[str, bytes, Dict[str, Any]], argument: str) -> bytes:
+    """JSON text for a ``const char *`` JSON argument: dicts go through ``json.dumps``."""
+    if isinstance(value, (str, bytes)):
+        return _c_text(value, argument)  # type: ignore[return-value]
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise _invalid(argument, f"cannot be serialised as JSON: {error}") from None
+    return _c_text(text, argument)  # type: ignore[return-value]
+
+
+def _c_str_array(values: Iterable[str], argument: str) -> "tuple[Any, int]":
+    if isinstance(values, (str, bytes)):
+        raise _invalid(argument, "must be a list of strings, not a single string")
+    items = [_c_text(v, argument) for v in values]
+    array = (c_char_p * max(len(items), 1))(*items)
+    return array, len(items)
+
+
+def _hostname_choice(verify_hostname: Optional[bool]) -> int:
+    if verify_hostname is None:
+        return _HOSTNAME_FROM_ENV
+    return _HOSTNAME_ON if verify_hostname else _HOSTNAME_OFF
+
+
+def _profile_code(profile: Union[str, int]) -> int:
+    if isinstance(profile, int) and not isinstance(profile, bool):
+        return profile
+    try:
+        return PROFILES[profile]
+    except (KeyError, TypeError):
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(PROFILES)}") from None
+
+
+def _to_ms(seconds: float, argument: str) -> int:
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise _invalid(argument, f"must be a number of seconds, not {seconds!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise _invalid(argument, f"must be a finite, non-negative number of seconds, not {seconds!r}")
+    ms = math.ceil(value * 1000 - 1e-9)  # never round a positive timeout down to zero
+    if ms > 0xFFFFFFFFFFFFFFFF:
+        raise _invalid(argument, "is too large")
+    return ms
+
+
+# ---------------------------------------------------------------------------
+# Handles
+# ---------------------------------------------------------------------------
+
+
+class _Handle:
+    """Owns one C handle: counts calls in flight and frees it exactly once.
+
+    ``close()`` never frees a handle under a running call: it marks the
+    handle closed (new calls raise :class:`ClosedError`) and the handle is
+    freed as soon as the last call in flight returns.
+    """
+
+    __slots__ = ("_pointer", "_free", "_lock", "_in_flight", "_closed", "_what")
+
+    def __init__(self, pointer: Any, free: Any, what: str):
+        self._pointer = pointer
+        self._free = free
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._closed = False
+        self._what = what
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Any:
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"the {self._what} is closed")
+            self._in_flight += 1
+            return self._pointer
+
+    def __exit__(self, *exc: Any) -> None:
+        release = None
+        with self._lock:
+            self._in_flight -= 1
+            if self._closed and self._in_flight == 0:
+                release, self._pointer = self._pointer, None
+        if release is not None:
+            self._free(release)
+
+    def close(self) -> None:
+        release = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._in_flight == 0:
+                release, self._pointer = self._pointer, None
+        if release is not None:
+            self._free(release)
+
+
+class Identity:
+    """The master's identity: client certificate, private key and the CA it trusts.
+
+    Make one with :meth:`ensure`, :meth:`load` or :meth:`load_dir`. Thread-safe. Clients made
+    from it keep their own copy of the material, so closing the identity
+    does not affect them. Use it as a context manager, or call
+    :meth:`close`; it is also freed when garbage-collected.
+    """
+
+    def __init__(self, _pointer: Any):
+        """Internal: use :meth:`ensure` or :meth:`load`."""
+        if not isinstance(_pointer, _IdentityPtr) or not _pointer:
+            raise TypeError("use Identity.ensure() or Identity.load()")
+        self._handle = _Handle(_pointer, lib.decnet_identity_free, "identity")
+        self._fingerprint: Optional[str] = None
+
+    @classmethod
+    def ensure(cls, ca_dir: Optional[Union[str, os.PathLike]] = None) -> "Identity":
+        """Ensures the CA and the master bundle under ``ca_dir`` and loads the master identity.
+
+        ``ca_dir`` defaults to ``$HOME/.decnet/ca``. Whatever is missing is
+        created in the reference layout (``ca.key``, ``ca.crt``,
+        ``master/{ca.crt,worker.crt,worker.key}``); an existing CA is never
+        regenerated (half a CA raises :class:`PKIError`).
+        """
+        out = _IdentityPtr()
+        _check(lib.decnet_identity_ensure(_c_path(ca_dir, "ca_dir", optional=True), byref(out)))
+        return cls(out)
+
+    @classmethod
+    def load(cls, ca_cert: Union[str, os.PathLike], cert: Union[str, os.PathLike],
+             key: Union[str, os.PathLike]) -> "Identity":
+        """Loads an identity from three PEM files: the CA certificate (the only trust anchor),
+        the client certificate and its private key."""
+        out = _IdentityPtr()
+        _check(lib.decnet_identity_load(
+            _c_path(ca_cert, "ca_cert"), _c_path(cert, "cert"), _c_path(key, "key"), byref(out)))
+        return cls(out)
+
+    @classmethod
+    def load_dir(cls, bundle_dir: Union[str, os.PathLike]) -> "Identity":
+        """Loads the identity of a bundle directory holding ``ca.crt``, ``worker.crt`` and
+        ``worker.key`` (the master's ``<ca_dir>/master``, or any enrolled bundle), creating
+        nothing. A missing file raises :class:`NotEnrolledError` naming it."""
+        out = _IdentityPtr()
+        _check(lib.decnet_identity_load_dir(_c_path(bundle_dir, "dir"), byref(out)))
+        return cls(out)
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 fingerprint of the identity's certificate (64 lowercase hex characters)."""
+        if self._fingerprint is None:
+            with self._handle as pointer:
+                self._fingerprint = _call_for_string(lib.decnet_identity_fingerprint, pointer)
+        return self._fingerprint
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Frees the identity (idempotent). Clients made from it keep working."""
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self) -> "Identity":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: never raise from __del__
+            pass
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<Identity closed>"
+        return f"<Identity fingerprint={self.fingerprint[:16]}…>"
+
+
+class Timeouts(NamedTuple):
+    """One profile's timeouts, in seconds. ``pool`` is kept for the contract's table and has no effect."""
+
+    connect: float
+    read: float
+    write: float
+    pool: float
+
+
+class Client:
+    """A client for one worker agent.
+
+    Make one with :meth:`from_host` or :meth:`connect_to`; no traffic happens
+    until the first call (or :meth:`connect`). Every RPC returns the worker's
+    JSON answer as a dict (2xx, including the 202 of deploy and mutate) and
+    raises a :class:`DecnetError` subclass otherwise.
+
+    Thread-safe: any number of threads may call one client at once; they
+    share one keep-alive connection pool. :meth:`close` (or leaving the
+    ``with`` block) refuses new calls at once and frees the handle when the
+    last call in flight returns.
+    """
+
+    def __init__(self, _pointer: Any):
+        """Internal: use :meth:`from_host` or :meth:`connect_to`."""
+        if not isinstance(_pointer, _ClientPtr) or not _pointer:
+            raise TypeError("use Client.from_host() or Client.connect_to()")
+        self._handle = _Handle(_pointer, lib.decnet_client_free, "client")
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_host(cls, identity: Identity, host_record: Union[Dict[str, Any], str],
+                  verify_hostname: Optional[bool] = None) -> "Client":
+        """A client for the worker in ``host_record`` (a dict or its JSON text).
+
+        The record's fields: ``address`` (required), ``agent_port`` (missing,
+        null or 0: 8765), ``uuid``, ``name`` and ``client_cert_fingerprint``
+        (the pin: hex SHA-256 of the worker's certificate, any case, ``:``
+        separators allowed; null: no pin). Other fields are ignored.
+
+        ``verify_hostname``: True or False, or None to read the environment
+        variable ``DECNET_VERIFY_HOSTNAME`` (``true``/``false``, on when unset)
+        now, when the client is made.
+        """
+        out = _ClientPtr()
+        record = _c_json(host_record, "host_record")
+        with identity._handle as id_pointer:
+            _check(lib.decnet_client_new_from_host_json(
+                id_pointer, record, _hostname_choice(verify_hostname), byref(out)))
+        return cls(out)
+
+    @classmethod
+    def connect_to(cls, identity: Identity, address: str, port: int, pin: Optional[str] = None,
+                   verify_hostname: Optional[bool] = None) -> "Client":
+        """A client for ``address`` (IPv4, IPv6 or DNS name) and ``port`` (0: 8765).
+
+        ``pin`` is the worker certificate's SHA-256 fingerprint (any case,
+        ``:`` separators allowed) or None. ``verify_hostname`` as in
+        :meth:`from_host`.
+        """
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+            raise _invalid("port", f"must be an integer from 0 to 65535, not {port!r}")
+        out = _ClientPtr()
+        with identity._handle as id_pointer:
+            _check(lib.decnet_client_new(
+                id_pointer, _c_text(address, "address"), port,
+                _c_text(pin, "pin", optional=True), _hostname_choice(verify_hostname), byref(out)))
+        return cls(out)
+
+    # -- lifetime -----------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Closes the client (idempotent). Calls in flight finish first; later calls raise :class:`ClosedError`."""
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: never raise from __del__
+            pass
+
+    # -- connection and settings --------------------------------------------
+
+    def connect(self) -> None:
+        """Opens and verifies one connection now (chain, hostname, pin); the next call reuses it.
+
+        A wrong worker therefore fails here (:class:`PinMismatchError`,
+        :class:`TLSError`, :class:`ConnectError`, :class:`AgentTimeoutError`)
+        before any request is sent. With TLS 1.3 a worker that rejects our
+        client certificate says so only on the first call.
+        """
+        with self._handle as pointer:
+            _check(lib.decnet_client_connect(pointer))
+
+    def describe(self) -> str:
+        """``AgentClient(name='…', address='…', port=…)``."""
+        with self._handle as pointer:
+            return _call_for_string(lib.decnet_client_describe, pointer)
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<Client closed>"
+        try:
+            return self.describe()
+        except (DecnetError, ClosedError):
+            return "<Client>"
+
+    def get_timeouts(self, profile: Union[str, int]) -> Timeouts:
+        """The timeouts of ``profile`` (``"control"``, ``"deploy"``, ``"topology-apply"``,
+        ``"topology-teardown"``), in seconds."""
+        out = _CTimeouts()
+        with self._handle as pointer:
+            _check(lib.decnet_client_get_timeouts(pointer, _profile_code(profile), byref(out)))
+        return Timeouts(out.connect_ms / 1000.0, out.read_ms / 1000.0,
+                        out.write_ms / 1000.0, out.pool_ms / 1000.0)
+
+    def set_timeouts(self, profile: Union[str, int], *, connect: Optional[float] = None,
+                     read: Optional[float] = None, write: Optional[float] = None,
+                     pool: Optional[float] = None) -> Timeouts:
+        """Changes the timeouts of ``profile`` (seconds) for later calls; omitted ones are kept.
+
+        ``connect``, ``read`` and ``write`` must be greater than zero. Returns
+        the profile's new timeouts. ``connect`` bounds the TCP connect plus
+        the TLS handshake; ``read`` the wait for the response headers and,
+        separately, the whole body; ``write`` sending the request.
+        """
+        current = self.get_timeouts(profile)
+        wanted = Timeouts(
+            current.connect if connect is None else connect,
+            current.read if read is None else read,
+            current.write if write is None else write,
+            current.pool if pool is None else pool,
+        )
+        value = _CTimeouts(
+            _to_ms(wanted.connect, "connect"), _to_ms(wanted.read, "read"),
+            _to_ms(wanted.write, "write"), _to_ms(wanted.pool, "pool"))
+        with self._handle as pointer:
+            _check(lib.decnet_client_set_timeouts(pointer, _profile_code(profile), byref(value)))
+        return self.get_timeouts(profile)
+
+    def set_max_response_bytes(self, max_bytes: int) -> None:
+        """Caps a response body at ``max_bytes`` (default 16 MiB, at least 1); a larger one
+        raises :class:`ProtocolError` without being read into memory."""
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or not 0 <= max_bytes <= 0xFFFFFFFFFFFFFFFF:
+            raise _invalid("max_bytes", f"must be an integer from 1 to 2**64-1, not {max_bytes!r}")
+        with self._handle as pointer:
+            _check(lib.decnet_client_set_max_response_bytes(pointer, max_bytes))
+
+    # -- RPCs ---------------------------------------------------------------
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /health``: ``{"status": "ok"}``."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_health, pointer)
+
+    def status(self) -> Dict[str, Any]:
+        """``GET /status``: the deployment snapshot (has ``deployed``)."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_status, pointer)
+
+    def deploy(self, config: Union[Dict[str, Any], str], dry_run: bool = False,
+               no_cache: bool = False) -> Dict[str, Any]:
+        """``POST /deploy`` of a deployment config (dict or JSON text); success is the worker's 202.
+
+        The config is checked locally first (an object with a non-empty
+        ``deckies`` list of objects with a string ``name``), raising
+        :class:`InvalidArgumentError` with no traffic otherwise.
+        """
+        body = _c_json(config, "config")
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_deploy, pointer, body, bool(dry_run), bool(no_cache))
+
+    def mutate(self, decky_id: str, services: Iterable[str], dry_run: bool = False) -> Dict[str, Any]:
+        """``POST /mutate``: give decky ``decky_id`` the ``services`` (202; 200 with ``dry_run``)."""
+        decky = _c_text(decky_id, "decky_id")
+        array, count = _c_str_array(services, "services")
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_mutate, pointer, decky, array, count, bool(dry_run))
+
+    def teardown(self, decky_id: Optional[str] = None) -> Dict[str, Any]:
+        """``POST /teardown`` of decky ``decky_id``, or of everything when it is None."""
+        decky = _c_text(decky_id, "decky_id", optional=True)
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_teardown, pointer, decky)
+
+    def self_destruct(self) -> Dict[str, Any]:
+        """``POST /self-destruct``: the worker wipes itself."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_self_destruct, pointer)
+
+    def apply_topology(self, hydrated: Union[Dict[str, Any], str],
+                       version_hash: Optional[str] = None) -> Dict[str, Any]:
+        """``POST /topology/apply`` of ``hydrated`` (dict or JSON text) with ``version_hash``;
+        None computes the canonical hash (see :func:`topology_hash`). Uses the topology-apply profile."""
+        body = _c_json(hydrated, "hydrated")
+        digest = _c_text(version_hash, "version_hash", optional=True)
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_apply_topology, pointer, body, digest)
+
+    def teardown_topology(self, topology_id: str) -> Dict[str, Any]:
+        """``POST /topology/teardown`` of ``topology_id``. Uses the topology-teardown profile."""
+        topology = _c_text(topology_id, "topology_id")
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_teardown_topology, pointer, topology)
+
+    def topology_state(self) -> Dict[str, Any]:
+        """``GET /topology/state``."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_client_topology_state, pointer)
+
+
+# ---------------------------------------------------------------------------
+# Module functions
+# ---------------------------------------------------------------------------
+
+
+def version() -> str:
+    """The library's version, e.g. ``"0.1.0"``."""
+    return _text(lib.decnet_version()) or ""
+
+
+def topology_hash(hydrated: Union[Dict[str, Any], str]) -> str:
+    """The canonical topology hash of ``hydrated`` (dict or JSON text), exactly as the worker
+    computes it: 64 lowercase hex characters."""
+    return _call_for_string(lib.decnet_topology_hash, _c_json(hydrated, "hydrated"))
+
+
+def fingerprint_file(path: Union[str, os.PathLike]) -> str:
+    """The fingerprint (lowercase hex SHA-256 of the DER) of the certificate in ``path`` (PEM or DER)."""
+    return _call_for_string(lib.decnet_fingerprint_file, _c_path(path, "path"))
+
+
+def ensure_ca(ca_dir: Optional[Union[str, os.PathLike]] = None) -> str:
+    """Loads the CA in ``ca_dir`` (default ``$HOME/.decnet/ca``), creating it when neither
+    ``ca.key`` nor ``ca.crt`` exists; returns its certificate's fingerprint."""
+    return _call_for_string(lib.decnet_pki_ensure_ca, _c_path(ca_dir, "ca_dir", optional=True))
+
+
+def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.PathLike],
+                        ca_dir: Optional[Union[str, os.PathLike]] = None,
+                        validity_days: int = 0) -> str:
+    """Issues a worker bundle (``ca.crt``, ``worker.crt``, ``worker.key``) into ``out_dir``,
+    signed by the CA in ``ca_dir`` (which must exist; default ``$HOME/.decnet/ca``).
+
+    ``sans`` are names or IP addresses; ``name`` is added as a DNS name when
+    not listed. ``validity_days`` 0 means 825. Returns the new certificate's
+    fingerprint: the pin for the worker's host record.
+    """
+    if isinstance(validity_days, bool) or not isinstance(validity_days, int) \
+            or not 0 <= validity_days <= 0xFFFFFFFF:
+        raise _invalid("validity_days", f"must be an integer from 0 to 2**32-1, not {validity_days!r}")
+    array, count = _c_str_array(sans, "sans")
+    return _call_for_string(
+        lib.decnet_pki_issue_worker_bundle,
+        _c_path(ca_dir, "ca_dir", optional=True), _c_text(name, "name"), array, count,
+        validity_days, _c_path(out_dir, "out_dir"))
