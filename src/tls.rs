@@ -19,6 +19,7 @@ use rustls::{
     AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
     OtherError, SignatureScheme,
 };
+use socket2::SockRef;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
@@ -287,6 +288,8 @@ impl TlsSession {
                 .map_err(|e| self.handshake_error(e))?;
         }
         self.handshakes.fetch_add(1, Ordering::Relaxed);
+        // The handshake left both socket timeouts at the same value.
+        let socket_timeout = sock.read_timeout().ok().flatten();
         Ok(TlsTransport {
             conn,
             sock,
@@ -297,6 +300,7 @@ impl TlsSession {
             between_exchanges: true,
             received: false,
             unsent: 0,
+            socket_timeout,
         })
     }
 
@@ -525,6 +529,8 @@ pub(crate) struct TlsTransport {
     received: bool,
     /// Plaintext bytes sealed into records but not yet sent.
     unsent: usize,
+    /// The read and write timeout the socket has now.
+    socket_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -565,19 +571,54 @@ impl TlsTransport {
         }
     }
 
-    fn set_timeout(
-        &self,
+    /// Makes sure a blocking socket call returns by `deadline`: the socket's
+    /// timeout is shortened when it exceeds the time left, and lengthened
+    /// only when it is far shorter, so a steady connection rarely pays a
+    /// system call for it. A call that times out early is simply retried by
+    /// the caller's loop until the deadline passes.
+    fn arm(
+        &mut self,
         deadline: Option<Instant>,
         timeout: &NextTimeout,
     ) -> std::result::Result<(), ureq::Error> {
-        let result = match deadline {
-            None => self
-                .sock
-                .set_read_timeout(None)
-                .and_then(|()| self.sock.set_write_timeout(None)),
-            Some(deadline) => set_deadline(&self.sock, deadline),
+        let wanted = match deadline {
+            None => None,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ureq::Error::Timeout(timeout.reason));
+                }
+                Some(left)
+            }
         };
-        result.map_err(|e| self.io_error(e, timeout))
+        let stale = match (self.socket_timeout, wanted) {
+            (current, None) => current.is_some(),
+            (None, Some(_)) => true,
+            (Some(current), Some(left)) => current > left || current < left / 4,
+        };
+        if stale {
+            let result = self
+                .sock
+                .set_read_timeout(wanted)
+                .and_then(|()| self.sock.set_write_timeout(wanted));
+            if let Err(e) = result {
+                return Err(self.io_error(e, timeout));
+            }
+            self.socket_timeout = wanted;
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is the socket's own timeout firing before `deadline`.
+    fn early_timeout(e: &io::Error, deadline: Option<Instant>) -> bool {
+        is_timeout(e) && deadline.is_some_and(|d| Instant::now() < d)
+    }
+
+    /// Peeks at the socket without blocking: `Ok(0)` means closed, `Ok(n)`
+    /// bytes are waiting, `WouldBlock` means nothing has arrived.
+    fn peek(&self) -> io::Result<usize> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        SockRef::from(&self.sock).recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     }
 }
 
@@ -628,10 +669,11 @@ impl Transport for TlsTransport {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return self.end_of_stream(),
                 Err(e) => return Err(self.io_error(e, &timeout)),
             }
-            self.set_timeout(deadline, &timeout)?;
+            self.arm(deadline, &timeout)?;
             match self.conn.read_tls(&mut self.sock) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if Self::early_timeout(&e, deadline) => continue,
                 Err(e) => return Err(self.io_error(e, &timeout)),
             }
             if let Err(e) = self.conn.process_new_packets() {
@@ -646,6 +688,17 @@ impl Transport for TlsTransport {
     }
 
     fn is_open(&mut self) -> bool {
+        // The common case, nothing waiting, costs one system call.
+        loop {
+            match self.peek() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) => return false,
+                Ok(_) => break,
+            }
+        }
+        // Bytes are waiting (session tickets, an alert, a close): let rustls
+        // read them without blocking.
         if self.sock.set_nonblocking(true).is_err() {
             return false;
         }
@@ -681,10 +734,14 @@ impl TlsTransport {
             self.unsent = 0;
             return Ok(());
         }
-        self.set_timeout(deadline_of(timeout), timeout)?;
+        let deadline = deadline_of(timeout);
         while self.conn.wants_write() {
-            if let Err(e) = self.conn.write_tls(&mut self.sock) {
-                return Err(self.alert_or(e, timeout));
+            self.arm(deadline, timeout)?;
+            match self.conn.write_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if Self::early_timeout(&e, deadline) => {}
+                Err(e) => return Err(self.alert_or(e, timeout)),
             }
         }
         self.unsent = 0;
