@@ -652,7 +652,39 @@ class _Handle:
             self._free(release)
 
 
-class Identity:
+class _HandleOwner:
+    """The lifetime :class:`Identity` and :class:`Client` share: ``close()``
+    is idempotent and never frees the handle under a call in flight (later
+    calls raise :class:`ClosedError`); both are context managers and are
+    freed when garbage-collected."""
+
+    _handle: _Handle
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle.closed
+
+    def close(self) -> None:
+        """Frees the handle once no call is in flight (idempotent)."""
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            handle.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: never raise from __del__
+            pass
+
+
+class Identity(_HandleOwner):
     """The master's identity: client certificate, private key and the CA it trusts.
 
     Make one with :meth:`ensure`, :meth:`load` or :meth:`load_dir`. Thread-safe. Clients made
@@ -708,29 +740,6 @@ class Identity:
                 self._fingerprint = _call_for_string(lib.decnet_identity_fingerprint, pointer)
         return self._fingerprint
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
-    def close(self) -> None:
-        """Frees the identity (idempotent). Clients made from it keep working."""
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
-
-    def __enter__(self) -> "Identity":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: never raise from __del__
-            pass
-
     def __repr__(self) -> str:
         if self.closed:
             return "<Identity closed>"
@@ -746,7 +755,7 @@ class Timeouts(NamedTuple):
     pool: float
 
 
-class Client:
+class Client(_HandleOwner):
     """A client for one worker agent.
 
     Make one with :meth:`from_host` or :meth:`connect_to`; no traffic happens
@@ -808,29 +817,6 @@ class Client:
         return cls(out)
 
     # -- lifetime -----------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._handle.closed
-
-    def close(self) -> None:
-        """Closes the client (idempotent). Calls in flight finish first; later calls raise :class:`ClosedError`."""
-        handle = getattr(self, "_handle", None)
-        if handle is not None:
-            handle.close()
-
-    def __enter__(self) -> "Client":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: never raise from __del__
-            pass
 
     # -- connection and settings --------------------------------------------
 
