@@ -486,6 +486,28 @@ impl AgentClient {
         self.post("/topology/apply", Some(&body), Profile::TopologyApply)
     }
 
+    /// `POST /topology/apply` of a hydrated topology given as JSON text,
+    /// sent exactly as written (the worker hashes what it parses, so no
+    /// re-serialisation stands between the caller's text and the worker).
+    /// The text must be a JSON object the worker can read; with
+    /// `version_hash` `None` its canonical hash is computed from the text
+    /// (see [`topology::canonical_hash_str`]). The C ABI, the Python module
+    /// and the CLI all apply topologies this way.
+    pub fn apply_topology_json(&self, hydrated: &str, version_hash: Option<&str>) -> Result<Value> {
+        let computed = topology::canonical_hash_str(hydrated)?;
+        let version_hash = version_hash.map_or(computed, str::to_string);
+        let body = format!(
+            "{{\"hydrated\":{},\"version_hash\":{}}}",
+            hydrated.trim(),
+            Value::String(version_hash)
+        );
+        self.post_bytes(
+            "/topology/apply",
+            Some(body.as_bytes()),
+            Profile::TopologyApply,
+        )
+    }
+
     /// `POST /topology/teardown` of `topology_id`.
     pub fn teardown_topology(&self, topology_id: &str) -> Result<Value> {
         if topology_id.is_empty() {
@@ -516,7 +538,11 @@ impl AgentClient {
     /// whether the worker may have received it.
     fn post(&self, path: &str, body: Option<&Value>, profile: Profile) -> Result<Value> {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        self.exchange(Method::POST, path, bytes.as_deref(), profile)
+        self.post_bytes(path, bytes.as_deref(), profile)
+    }
+
+    fn post_bytes(&self, path: &str, body: Option<&[u8]>, profile: Profile) -> Result<Value> {
+        self.exchange(Method::POST, path, body, profile)
             .map_err(|e| e.into_error(&self.record, true))
             .and_then(|response| self.read_response(response))
     }

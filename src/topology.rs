@@ -101,6 +101,11 @@ pub fn canonical_hash_str(json: &str) -> Result<String> {
 /// Computes the canonical topology hash of an already parsed `hydrated`
 /// object: 64 lowercase hexadecimal characters.
 ///
+/// When the text is at hand, prefer [`canonical_hash_str`]: serde_json (as
+/// built here, with arbitrary precision) reads an object whose only key is
+/// `$serde_json::private::Number` as a number, where the worker sees an
+/// object — found by fuzzing the two paths against each other.
+///
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] when `value` is not an object, nests deeper than

@@ -650,3 +650,26 @@ fn a_get_on_a_dead_reused_connection_is_retried_once_and_a_post_never() {
         .count();
     assert_eq!(posts, 1, "a POST is never sent twice");
 }
+
+#[test]
+fn a_topology_given_as_text_is_sent_and_hashed_exactly_as_written() {
+    let s = setup();
+    // serde_json (with arbitrary precision) would read this inner object as
+    // the number 1, and a float like 1.50 as 1.5: neither may happen on
+    // the way to the worker, which hashes the text it receives.
+    let text = r#"{"id": "raw", "a": {"$serde_json::private::Number": "1"},
+                   "n": 123456789012345678901234567890, "f": 1.50}"#;
+    let expected = decnet_agent_client::topology::canonical_hash_str(text).unwrap();
+    let answer = s.client.apply_topology_json(text, None).unwrap();
+    assert_eq!(answer["version_hash"], json!(expected));
+    expect_kind(
+        s.client.apply_topology_json("[1, 2]", None),
+        ErrorKind::InvalidArgument,
+    );
+    let err = expect_kind(
+        s.client
+            .apply_topology_json(r#"{"id": "raw"}"#, Some(&"0".repeat(64))),
+        ErrorKind::HttpStatus,
+    );
+    assert!(err.to_string().contains("400"), "{err}");
+}

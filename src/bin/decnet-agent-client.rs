@@ -319,8 +319,8 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             hydrated,
             version_hash,
         } => {
-            let hydrated = read_json(hydrated, "hydrated")?;
-            client(cli)?.apply_topology(&hydrated, version_hash.as_deref())?
+            let hydrated = read_input(hydrated, "hydrated")?;
+            client(cli)?.apply_topology_json(&hydrated, version_hash.as_deref())?
         }
         Command::TopologyTeardown { topology_id } => client(cli)?.teardown_topology(topology_id)?,
         Command::TopologyState => client(cli)?.topology_state()?,

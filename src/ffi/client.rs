@@ -387,8 +387,8 @@ pub unsafe extern "C" fn decnet_client_self_destruct(
     unsafe { rpc(client, out_json, |c| Ok(c.self_destruct()?)) }
 }
 
-/// `POST /topology/apply` of the JSON object `hydrated_json` with
-/// `version_hash`; NULL computes the canonical hash (as
+/// `POST /topology/apply` of the JSON object `hydrated_json`, sent exactly
+/// as written, with `version_hash`; NULL computes the canonical hash (as
 /// `decnet_topology_hash`). Uses the topology-apply profile. See
 /// `decnet_client_health`.
 #[no_mangle]
@@ -401,9 +401,9 @@ pub unsafe extern "C" fn decnet_client_apply_topology(
     // SAFETY: forwarded contract.
     unsafe {
         rpc(client, out_json, |c| {
-            let hydrated = required_json(hydrated_json, "hydrated_json")?;
+            let hydrated = required_str(hydrated_json, "hydrated_json")?;
             let hash = optional_str(version_hash, "version_hash")?;
-            c.apply_topology(&hydrated, hash)
+            c.apply_topology_json(hydrated, hash)
                 .map_err(|e| Failure::from(e).argument_named("hydrated", "hydrated_json"))
         })
     }

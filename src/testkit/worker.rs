@@ -3,6 +3,7 @@
 //! implements every endpoint of the contract with its status codes, keeps a
 //! ledger of what it received and injects faults on demand.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::http::{self, Request};
@@ -520,7 +522,7 @@ fn route(shared: &Shared, request: &Request) -> (u16, Value) {
             (200, json!({"status": "torn_down", "decky_id": target}))
         }
         ("POST", "/self-destruct", _) => (200, json!({"status": "self_destruct_scheduled"})),
-        ("POST", "/topology/apply", Some(body)) => apply_topology(&mut state, &body),
+        ("POST", "/topology/apply", Some(_)) => apply_topology(&mut state, &request.body),
         ("POST", "/topology/teardown", Some(body)) => match body.get("topology_id") {
             Some(Value::String(id)) => {
                 if state
@@ -606,14 +608,21 @@ fn mutate(state: &AgentState, body: &Value) -> (u16, Value) {
     )
 }
 
-fn apply_topology(state: &mut AgentState, body: &Value) -> (u16, Value) {
-    let (Some(hydrated), Some(claimed)) = (
-        body.get("hydrated").filter(|h| h.is_object()),
-        body.get("version_hash").and_then(Value::as_str),
+/// Hashes `hydrated` as the worker does: from the text it received (kept
+/// raw, so no JSON library's own reading of the document gets in the way).
+fn apply_topology(state: &mut AgentState, raw_body: &[u8]) -> (u16, Value) {
+    let fields: Result<HashMap<String, Box<RawValue>>, _> = serde_json::from_slice(raw_body);
+    let (Some(hydrated_text), Some(claimed)) = (
+        fields.as_ref().ok().and_then(|f| f.get("hydrated")),
+        fields
+            .as_ref()
+            .ok()
+            .and_then(|f| f.get("version_hash"))
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok()),
     ) else {
         return validation_error(&["body"], "hydrated object and version_hash are required");
     };
-    let actual = match topology::canonical_hash(hydrated) {
+    let actual = match topology::canonical_hash_str(hydrated_text.get()) {
         Ok(hash) => hash,
         Err(e) => return (400, detail(format!("invalid topology: {e}"))),
     };
@@ -625,6 +634,7 @@ fn apply_topology(state: &mut AgentState, body: &Value) -> (u16, Value) {
             )),
         );
     }
+    let hydrated: Value = serde_json::from_str(hydrated_text.get()).unwrap_or(Value::Null);
     let id = hydrated
         .pointer("/topology/id")
         .or_else(|| hydrated.get("id"))
