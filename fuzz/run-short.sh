@@ -61,10 +61,14 @@ for target in "${targets[@]}"; do
     if cargo fuzz run --debug-assertions --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 "${dict[@]}" 2>"$scratch/$target.log"; then
-        grep -E '^(#[0-9]+ +DONE|Done )' "$scratch/$target.log" || true
+        grep -E '^(#[0-9]+[[:space:]]+DONE|Done )' "$scratch/$target.log" || true
         echo "=== $target passed"
     else
-        tail -n 60 "$scratch/$target.log"
+        # The panic or sanitizer report first, then libFuzzer's summary.
+        grep -m 3 -A 3 -E 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' \
+            "$scratch/$target.log" || true
+        echo "..."
+        tail -n 25 "$scratch/$target.log"
         echo "=== $target FAILED (artifacts in fuzz/artifacts/$target/)"
         failed+=("$target")
     fi

@@ -347,8 +347,8 @@ enum decnet_result decnet_client_teardown(const struct decnet_client *client,
 enum decnet_result decnet_client_self_destruct(const struct decnet_client *client, char **out_json);
 
 /**
- * `POST /topology/apply` of the JSON object `hydrated_json` with
- * `version_hash`; NULL computes the canonical hash (as
+ * `POST /topology/apply` of the JSON object `hydrated_json`, sent exactly
+ * as written, with `version_hash`; NULL computes the canonical hash (as
  * `decnet_topology_hash`). Uses the topology-apply profile. See
  * `decnet_client_health`.
  */
