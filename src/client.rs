@@ -140,14 +140,23 @@ fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<St
 
 /// Accepts an IP literal (IPv6 with or without brackets) or a DNS name.
 fn check_address(address: &str) -> Result<String> {
-    let bare = address
-        .strip_prefix('[')
-        .and_then(|a| a.strip_suffix(']'))
-        .unwrap_or(address);
+    // Brackets belong only around an IPv6 literal.
+    if let Some(inner) = address.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        return match inner.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => Ok(inner.to_string()),
+            _ => Err(Error::invalid(
+                "address",
+                format!("{address:?}: brackets enclose only an IPv6 address"),
+            )),
+        };
+    }
+    let bare = address;
     if bare.parse::<IpAddr>().is_ok() {
         return Ok(bare.to_string());
     }
-    if ServerName::try_from(bare).is_err() || bare.contains(['/', '?', '#', '@', ' ', ':']) {
+    if ServerName::try_from(bare).is_err()
+        || bare.contains(['/', '?', '#', '@', ' ', ':', '[', ']'])
+    {
         return Err(Error::invalid(
             "address",
             format!("{address:?} is neither an IP address nor a DNS name"),

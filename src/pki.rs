@@ -118,10 +118,14 @@ pub(crate) fn parse_cert_pem(pem: &[u8], path: &Path) -> Result<CertificateDer<'
     Ok(der)
 }
 
+/// Fails unless `der` is exactly one X.509 certificate: trailing bytes
+/// would change the fingerprint to one no peer ever presents.
 fn check_certificate_der(der: &[u8]) -> std::result::Result<(), String> {
-    x509_parser::parse_x509_certificate(der)
-        .map(|_| ())
-        .map_err(|e| format!("not an X.509 certificate: {e}"))
+    match x509_parser::parse_x509_certificate(der) {
+        Ok(([], _)) => Ok(()),
+        Ok((rest, _)) => Err(format!("{} bytes follow the certificate", rest.len())),
+        Err(e) => Err(format!("not an X.509 certificate: {e}")),
+    }
 }
 
 /// Reads a file as UTF-8 text, naming the file on failure.

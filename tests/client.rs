@@ -553,6 +553,8 @@ fn host_records_are_parsed_strictly_and_name_the_bad_field() {
         (r#"{"agent_port":1}"#, "address"),
         (r#"{"address":5}"#, "address"),
         (r#"{"address":"bad host/name"}"#, "address"),
+        (r#"{"address":"[example.com]"}"#, "address"),
+        (r#"{"address":"[10.0.0.1]"}"#, "address"),
         (r#"{"address":"h","agent_port":70000}"#, "agent_port"),
         (r#"{"address":"h","agent_port":"80"}"#, "agent_port"),
         (

@@ -1188,7 +1188,22 @@ fn identity_load_checks_the_key_and_fingerprint_checks_pem_content() {
     let identity = Identity::load(&ca_path, &cert_path, &key_path).unwrap();
     assert_eq!(identity.fingerprint(), first.fingerprint);
 
+    // A certificate followed by stray bytes has no fingerprint: a hash of
+    // the whole input would be a pin no peer ever presents.
+    let mut padded = pem_to_der(&first.cert_pem);
+    padded.extend_from_slice(b"\n\0\0");
+    let err = decnet_agent_client::pki::fingerprint(&padded).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("follow the certificate"), "{err}");
+
     let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
     let err = decnet_agent_client::pki::fingerprint(junk.as_bytes()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
 }
