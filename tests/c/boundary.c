@@ -56,6 +56,8 @@
 
 #include <decnet_agent_client.h>
 
+#include "read_file.h"
+
 /* ------------------------------------------------------------------ */
 /* Harness                                                            */
 /* ------------------------------------------------------------------ */
@@ -216,35 +218,6 @@ static void expect_null_allowed(const char *function, const char *argument, decn
 /* ------------------------------------------------------------------ */
 /* Files and small helpers                                            */
 /* ------------------------------------------------------------------ */
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    char *text = NULL;
-    size_t used = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        char *grown = realloc(text, used + n + 1);
-        if (grown == NULL) {
-            free(text);
-            fclose(f);
-            return NULL;
-        }
-        text = grown;
-        memcpy(text + used, chunk, n);
-        used += n;
-    }
-    fclose(f);
-    if (text == NULL) {
-        text = calloc(1, 1);
-    } else {
-        text[used] = '\0';
-    }
-    return text;
-}
 
 static bool write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");

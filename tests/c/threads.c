@@ -27,6 +27,8 @@
 
 #include <decnet_agent_client.h>
 
+#include "read_file.h"
+
 #define THREADS 8
 
 static pthread_barrier_t g_start;
@@ -117,33 +119,6 @@ static void *run(void *arg) {
         fail(w, "per-thread last error", rc);
     }
     return NULL;
-}
-
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    char *text = NULL;
-    size_t used = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        char *grown = realloc(text, used + n + 1);
-        if (grown == NULL) {
-            free(text);
-            fclose(f);
-            return NULL;
-        }
-        text = grown;
-        memcpy(text + used, chunk, n);
-        used += n;
-    }
-    fclose(f);
-    if (text != NULL) {
-        text[used] = '\0';
-    }
-    return text;
 }
 
 int main(int argc, char **argv) {
