@@ -270,26 +270,14 @@ impl TlsSession {
 
     fn open(&self, deadline: Instant) -> Result<TlsTransport> {
         let addrs = self.resolve(deadline)?;
-        let sock = self.connect_tcp(&addrs, deadline)?;
+        let mut sock = self.connect_tcp(&addrs, deadline)?;
         let mut conn = ClientConnection::new(self.config.clone(), self.policy.server_name.clone())
             .map_err(|e| self.tls_error(&e))?;
         // Held-back records are bounded by FLUSH_THRESHOLD plus one output
         // buffer, not by rustls' default limit (which would fail the write).
         conn.set_buffer_limit(None);
-        let mut sock = sock;
-        while conn.is_handshaking() {
-            set_deadline(&sock, deadline).map_err(|_| self.timeout(TimeoutPhase::Handshake))?;
-            if let Err(e) = conn.complete_io(&mut sock) {
-                return Err(self.handshake_error(e));
-            }
-        }
-        while conn.wants_write() {
-            conn.write_tls(&mut sock)
-                .map_err(|e| self.handshake_error(e))?;
-        }
+        let socket_timeout = self.handshake(&mut conn, &mut sock, deadline)?;
         self.handshakes.fetch_add(1, Ordering::Relaxed);
-        // The handshake left both socket timeouts at the same value.
-        let socket_timeout = sock.read_timeout().ok().flatten();
         Ok(TlsTransport {
             conn,
             sock,
@@ -301,7 +289,67 @@ impl TlsSession {
             received: false,
             unsent: 0,
             socket_timeout,
+            write_phase: PhaseDeadline::NONE,
+            read_phase: None,
         })
+    }
+
+    /// Runs the TLS handshake to its end, every socket call bounded by
+    /// `deadline`, so a worker that trickles its handshake cannot stretch
+    /// it. Returns the timeout the socket is left with.
+    ///
+    /// (rustls' `complete_io` reads repeatedly inside one call, so a socket
+    /// timeout around it would bound each read, not the handshake.)
+    fn handshake(
+        &self,
+        conn: &mut ClientConnection,
+        sock: &mut TcpStream,
+        deadline: Instant,
+    ) -> Result<Option<Duration>> {
+        let mut socket_timeout = None;
+        while conn.is_handshaking() || conn.wants_write() {
+            match arm(sock, &mut socket_timeout, Some(deadline)) {
+                Ok(true) => {}
+                Ok(false) => return Err(self.timeout(TimeoutPhase::Handshake)),
+                Err(e) => return Err(self.connect_error(&e)),
+            }
+            let io = if conn.wants_write() {
+                conn.write_tls(sock).map(|_| ())
+            } else {
+                match conn.read_tls(sock) {
+                    Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(_) => {
+                        if let Err(e) = conn.process_new_packets() {
+                            // Tell the worker why we stop (best effort).
+                            let _ = conn.write_tls(sock);
+                            return Err(self.tls_error(&e));
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match io {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+                Err(e) => {
+                    // An alert that came before the close explains it.
+                    if let Some(tls) = pending_tls_error(conn, sock) {
+                        return Err(self.tls_error(&tls));
+                    }
+                    return Err(Error::Connect {
+                        address: self.policy.address.clone(),
+                        reason: match e.kind() {
+                            io::ErrorKind::UnexpectedEof => {
+                                "the worker closed the connection during the TLS handshake".into()
+                            }
+                            _ => format!("connection failed during the TLS handshake: {e}"),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(socket_timeout)
     }
 
     /// The worker's addresses: an IP literal as is, a DNS name looked up on
@@ -371,19 +419,6 @@ impl TlsSession {
         }
     }
 
-    fn handshake_error(&self, e: io::Error) -> Error {
-        if is_timeout(&e) {
-            return self.timeout(TimeoutPhase::Handshake);
-        }
-        match rustls_error_of(&e) {
-            Some(tls) => self.tls_error(tls),
-            None => Error::Tls {
-                address: self.policy.address.clone(),
-                reason: format!("connection failed during the handshake: {e}"),
-            },
-        }
-    }
-
     fn tls_error(&self, e: &rustls::Error) -> Error {
         classify_tls_error(&self.policy.address, e)
     }
@@ -445,15 +480,83 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Sets both socket timeouts to the time left before `deadline`; fails when
-/// none is left.
-fn set_deadline(sock: &TcpStream, deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(io::ErrorKind::TimedOut.into());
+/// Makes sure the socket's next blocking call returns by `deadline`: its
+/// read and write timeouts (`current` remembers them) are shortened when
+/// they exceed the time left, and lengthened only when far shorter, so a
+/// steady connection rarely pays a system call for it. A call that times
+/// out early is simply retried by the caller's loop. `Ok(false)` means the
+/// deadline has passed.
+fn arm(
+    sock: &TcpStream,
+    current: &mut Option<Duration>,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let wanted = match deadline {
+        None => None,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            Some(left)
+        }
+    };
+    let stale = match (*current, wanted) {
+        (current, None) => current.is_some(),
+        (None, Some(_)) => true,
+        (Some(current), Some(left)) => current > left || current < left / 4,
+    };
+    if stale {
+        sock.set_read_timeout(wanted)?;
+        sock.set_write_timeout(wanted)?;
+        *current = wanted;
     }
-    sock.set_read_timeout(Some(left))?;
-    sock.set_write_timeout(Some(left))
+    Ok(true)
+}
+
+/// Reads, without blocking, whatever the worker sent before a failed socket
+/// call, and returns the TLS error it carries (typically the alert that
+/// explains why the worker closed the connection).
+fn pending_tls_error(conn: &mut ClientConnection, sock: &mut TcpStream) -> Option<rustls::Error> {
+    if sock.set_nonblocking(true).is_err() {
+        return None;
+    }
+    let mut found = None;
+    while let Ok(n) = conn.read_tls(sock) {
+        if n == 0 {
+            break;
+        }
+        if let Err(tls) = conn.process_new_packets() {
+            found = Some(tls);
+            break;
+        }
+    }
+    let _ = sock.set_nonblocking(false);
+    found
+}
+
+/// When one phase of an exchange (sending the request, or receiving the
+/// response) must end, and the ureq reason to report when it does. The
+/// deadline is taken when the phase starts and never moves, so the phase's
+/// timeout bounds it whole however the worker paces its bytes.
+#[derive(Debug, Clone, Copy)]
+struct PhaseDeadline {
+    at: Option<Instant>,
+    reason: ureq::Timeout,
+}
+
+impl PhaseDeadline {
+    const NONE: PhaseDeadline = PhaseDeadline {
+        at: None,
+        reason: ureq::Timeout::Global,
+    };
+
+    fn starting_now(timeout: &NextTimeout) -> Self {
+        PhaseDeadline {
+            at: deadline_of(timeout),
+            reason: timeout.reason,
+        }
+    }
 }
 
 /// The instant a ureq timeout expires, or `None` when it never does.
@@ -514,6 +617,11 @@ impl Connector<()> for PinnedConnector {
 }
 
 /// One verified TLS connection carrying HTTP/1.1 for ureq.
+///
+/// Each exchange has two phases with a deadline each, fixed when the phase
+/// starts: sending the request (the profile's write timeout, head and body
+/// together) and receiving the response (the read timeout, head and body
+/// together). Every socket call is armed to return by its phase's deadline.
 pub(crate) struct TlsTransport {
     conn: ClientConnection,
     sock: TcpStream,
@@ -531,6 +639,11 @@ pub(crate) struct TlsTransport {
     unsent: usize,
     /// The read and write timeout the socket has now.
     socket_timeout: Option<Duration>,
+    /// When sending the current request must end.
+    write_phase: PhaseDeadline,
+    /// When receiving the current response must end; set by the first wait
+    /// for it.
+    read_phase: Option<PhaseDeadline>,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -561,52 +674,43 @@ impl TlsTransport {
         }))
     }
 
-    fn io_error(&self, e: io::Error, timeout: &NextTimeout) -> ureq::Error {
+    /// The error for a TLS failure after the handshake. A worker that
+    /// rejects our certificate in TLS 1.3 says so with an alert that arrives
+    /// when the first response is awaited: the request never ran, and the
+    /// failure is `tls`. Any other fatal alert ends an exchange the worker
+    /// may already have acted on: the connection is lost.
+    fn tls_failure(&self, e: &rustls::Error) -> ureq::Error {
+        let rejected_our_certificate = matches!(e, rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert))
+            && !self.reused()
+            && !self.received;
+        if rejected_our_certificate || self.exchanges == 0 {
+            return ureq::Error::Other(Box::new(classify_tls_error(&self.address, e)));
+        }
+        ureq::Error::Other(Box::new(Error::ConnectionLost {
+            address: self.address.clone(),
+            reason: format!("TLS failure: {e}"),
+            may_have_reached_worker: true,
+        }))
+    }
+
+    fn io_error(&self, e: io::Error, reason: ureq::Timeout) -> ureq::Error {
         if is_timeout(&e) {
-            return ureq::Error::Timeout(timeout.reason);
+            return ureq::Error::Timeout(reason);
         }
         match rustls_error_of(&e) {
-            Some(tls) => ureq::Error::Other(Box::new(classify_tls_error(&self.address, tls))),
+            Some(tls) => self.tls_failure(tls),
             None => self.lost(e.to_string()),
         }
     }
 
-    /// Makes sure a blocking socket call returns by `deadline`: the socket's
-    /// timeout is shortened when it exceeds the time left, and lengthened
-    /// only when it is far shorter, so a steady connection rarely pays a
-    /// system call for it. A call that times out early is simply retried by
-    /// the caller's loop until the deadline passes.
-    fn arm(
-        &mut self,
-        deadline: Option<Instant>,
-        timeout: &NextTimeout,
-    ) -> std::result::Result<(), ureq::Error> {
-        let wanted = match deadline {
-            None => None,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ureq::Error::Timeout(timeout.reason));
-                }
-                Some(left)
-            }
-        };
-        let stale = match (self.socket_timeout, wanted) {
-            (current, None) => current.is_some(),
-            (None, Some(_)) => true,
-            (Some(current), Some(left)) => current > left || current < left / 4,
-        };
-        if stale {
-            let result = self
-                .sock
-                .set_read_timeout(wanted)
-                .and_then(|()| self.sock.set_write_timeout(wanted));
-            if let Err(e) = result {
-                return Err(self.io_error(e, timeout));
-            }
-            self.socket_timeout = wanted;
+    /// Arms the socket for `phase`; a passed deadline is that phase's
+    /// timeout.
+    fn arm(&mut self, phase: PhaseDeadline) -> std::result::Result<(), ureq::Error> {
+        match arm(&self.sock, &mut self.socket_timeout, phase.at) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ureq::Error::Timeout(phase.reason)),
+            Err(e) => Err(self.lost(format!("cannot set the socket timeout: {e}"))),
         }
-        Ok(())
     }
 
     /// Whether `e` is the socket's own timeout firing before `deadline`.
@@ -632,31 +736,41 @@ impl Transport for TlsTransport {
         amount: usize,
         timeout: NextTimeout,
     ) -> std::result::Result<(), ureq::Error> {
-        let timeout = timeout.for_write();
         if self.between_exchanges {
             self.between_exchanges = false;
             self.exchanges += 1;
             self.received = false;
+            self.write_phase = PhaseDeadline::starting_now(&timeout.for_write());
+            self.read_phase = None;
         }
         let output = &self.buffers.output()[..amount];
         if let Err(e) = self.conn.writer().write_all(output) {
-            return Err(self.io_error(e, &timeout));
+            return Err(self.io_error(e, self.write_phase.reason));
         }
         // Sealed records wait until the response is awaited (or enough piles
         // up), so a request's head and body leave in one send.
         self.unsent += amount;
         if self.unsent >= FLUSH_THRESHOLD {
-            self.flush(&timeout)?;
+            self.flush()?;
         }
         Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> std::result::Result<bool, ureq::Error> {
-        let timeout = timeout.for_read();
-        self.flush(&timeout)?;
-        let deadline = deadline_of(&timeout);
+        // The rest of the request is still the write phase's to send.
+        self.flush()?;
+        let phase = *self
+            .read_phase
+            .get_or_insert_with(|| PhaseDeadline::starting_now(&timeout.for_read()));
         loop {
             let input = self.buffers.input_append_buf();
+            if input.is_empty() {
+                // ureq asks for more only while the response head is
+                // incomplete: the head does not fit in the buffer.
+                return Err(ureq::Error::Other(Box::new(Error::protocol(format!(
+                    "the response head exceeds {BUFFER_SIZE} bytes"
+                )))));
+            }
             match self.conn.reader().read(input) {
                 Ok(0) => return self.end_of_stream(),
                 Ok(n) => {
@@ -667,22 +781,19 @@ impl Transport for TlsTransport {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return self.end_of_stream(),
-                Err(e) => return Err(self.io_error(e, &timeout)),
+                Err(e) => return Err(self.io_error(e, phase.reason)),
             }
-            self.arm(deadline, &timeout)?;
+            self.arm(phase)?;
             match self.conn.read_tls(&mut self.sock) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if Self::early_timeout(&e, deadline) => continue,
-                Err(e) => return Err(self.io_error(e, &timeout)),
+                Err(e) if Self::early_timeout(&e, phase.at) => continue,
+                Err(e) => return Err(self.io_error(e, phase.reason)),
             }
             if let Err(e) = self.conn.process_new_packets() {
                 // Tell the worker why we stop (best effort), then report.
                 let _ = self.conn.write_tls(&mut self.sock);
-                return Err(ureq::Error::Other(Box::new(classify_tls_error(
-                    &self.address,
-                    &e,
-                ))));
+                return Err(self.tls_failure(&e));
             }
         }
     }
@@ -728,43 +839,27 @@ impl Transport for TlsTransport {
 }
 
 impl TlsTransport {
-    /// Sends every sealed record still held back.
-    fn flush(&mut self, timeout: &NextTimeout) -> std::result::Result<(), ureq::Error> {
-        if !self.conn.wants_write() {
-            self.unsent = 0;
-            return Ok(());
-        }
-        let deadline = deadline_of(timeout);
+    /// Sends every sealed record still held back, within the write phase.
+    fn flush(&mut self) -> std::result::Result<(), ureq::Error> {
+        let phase = self.write_phase;
         while self.conn.wants_write() {
-            self.arm(deadline, timeout)?;
+            self.arm(phase)?;
             match self.conn.write_tls(&mut self.sock) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if Self::early_timeout(&e, deadline) => {}
-                Err(e) => return Err(self.alert_or(e, timeout)),
+                Err(e) if Self::early_timeout(&e, phase.at) => {}
+                Err(e) => {
+                    // In TLS 1.3 a worker that rejects our certificate sends
+                    // its alert and closes: report the alert when it is there.
+                    return Err(match pending_tls_error(&mut self.conn, &mut self.sock) {
+                        Some(tls) => self.tls_failure(&tls),
+                        None => self.io_error(e, phase.reason),
+                    });
+                }
             }
         }
         self.unsent = 0;
         Ok(())
-    }
-
-    /// A write failed: in TLS 1.3 a worker that rejects our certificate
-    /// sends its alert and closes, so the socket may hold the alert that
-    /// explains the failure. Report it when it is there.
-    fn alert_or(&mut self, error: io::Error, timeout: &NextTimeout) -> ureq::Error {
-        if self.sock.set_nonblocking(true).is_ok() {
-            while let Ok(n) = self.conn.read_tls(&mut self.sock) {
-                if n == 0 {
-                    break;
-                }
-                if let Err(tls) = self.conn.process_new_packets() {
-                    let _ = self.sock.set_nonblocking(false);
-                    return ureq::Error::Other(Box::new(classify_tls_error(&self.address, &tls)));
-                }
-            }
-            let _ = self.sock.set_nonblocking(false);
-        }
-        self.io_error(error, timeout)
     }
 
     fn end_of_stream(&mut self) -> std::result::Result<bool, ureq::Error> {

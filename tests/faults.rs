@@ -197,3 +197,39 @@ fn two_thousand_failed_connects_leak_no_file_descriptor() {
         "file descriptors before and after 2,000 failed connects"
     );
 }
+
+#[test]
+fn a_worker_that_closes_or_resets_during_the_handshake_is_a_connect_error() {
+    let _serial = serial();
+    let s = setup();
+    // A restarting worker, not a certificate problem: `connect`, not `tls`.
+    for fault in [Fault::CloseDuringHandshake, Fault::ResetDuringHandshake] {
+        s.worker.set_fault(fault);
+        let err = expect_kind(s.client.health(), ErrorKind::Connect);
+        assert!(
+            err.to_string().contains("TLS handshake"),
+            "{fault:?}: {err}"
+        );
+    }
+    s.worker.set_fault(Fault::None);
+    s.client.health().unwrap();
+}
+
+#[test]
+fn a_tls_failure_after_the_request_was_sent_may_have_reached_the_worker() {
+    let _serial = serial();
+    let s = setup();
+    s.worker.set_fault(Fault::CorruptRecord);
+    let config = serde_json::json!({"deckies": [{"name": "d", "services": ["ssh"]}]});
+    match s.client.deploy(&config, false, false) {
+        Err(Error::ConnectionLost {
+            may_have_reached_worker: true,
+            reason,
+            ..
+        }) => assert!(reason.contains("TLS"), "{reason}"),
+        other => {
+            panic!("expected a lost connection that may have reached the worker, got {other:?}")
+        }
+    }
+    assert_eq!(s.worker.ledger().len(), 1, "the worker read the request");
+}

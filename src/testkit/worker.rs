@@ -57,6 +57,27 @@ pub enum Fault {
     TruncatedRecord,
     /// Drop each new connection right after its TLS handshake.
     CloseAfterHandshake,
+    /// Accept TCP connections and never send a byte.
+    SilentTcp,
+    /// Send the TLS handshake one byte per interval.
+    TrickleHandshake(Duration),
+    /// Send the response head one byte per interval, then the body at once.
+    TrickleHead(Duration),
+    /// Send the response head at once, then the body one byte per interval.
+    TrickleBody(Duration),
+    /// After the handshake, never read the request (a large request then
+    /// fills the socket buffers and the client's send blocks).
+    StopReading,
+    /// Answer with a response head that holds one header line of this many
+    /// bytes.
+    OversizedHead(usize),
+    /// Read the ClientHello, then close the TCP connection.
+    CloseDuringHandshake,
+    /// Read the ClientHello, then reset the TCP connection.
+    ResetDuringHandshake,
+    /// Read the request, then answer with a TLS record that does not
+    /// decrypt (the client's TLS layer fails after the request was sent).
+    CorruptRecord,
 }
 
 /// One request as the stand-in received it.
@@ -347,20 +368,43 @@ fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, shared: Arc<Sha
 fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id: u64) {
     let _ = tcp.set_nodelay(true);
     let _ = tcp.set_read_timeout(Some(IDLE_LIMIT));
+    let fault = *lock(&shared.fault);
+    let trickle = match fault {
+        Fault::SilentTcp => return hold(&shared),
+        Fault::CloseDuringHandshake | Fault::ResetDuringHandshake => {
+            let mut hello = [0u8; 4096];
+            let _ = io::Read::read(&mut tcp, &mut hello);
+            if fault == Fault::ResetDuringHandshake {
+                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            }
+            return;
+        }
+        Fault::TrickleHandshake(interval) => Some(interval),
+        _ => None,
+    };
     let Ok(mut conn) = ServerConnection::new(config) else {
         return;
     };
     while conn.is_handshaking() {
-        if conn.complete_io(&mut tcp).is_err() {
+        let step = match trickle {
+            None => conn.complete_io(&mut tcp).map(|_| ()),
+            Some(interval) => trickle_handshake_step(&mut conn, &mut tcp, interval, &shared),
+        };
+        if step.is_err() {
             // Deliver the alert that explains the failure, if any.
             let _ = conn.write_tls(&mut tcp);
             return;
         }
     }
     shared.handshakes.fetch_add(1, Ordering::Relaxed);
-    if *lock(&shared.fault) == Fault::CloseAfterHandshake {
-        let _ = tcp.shutdown(Shutdown::Both);
-        return;
+    let fault = *lock(&shared.fault);
+    match fault {
+        Fault::CloseAfterHandshake => {
+            let _ = tcp.shutdown(Shutdown::Both);
+            return;
+        }
+        Fault::StopReading => return hold(&shared),
+        _ => {}
     }
     let mut stream = StreamOwned::new(conn, tcp);
     let mut pending = Vec::new();
@@ -408,6 +452,56 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
 
 type TlsStream = StreamOwned<ServerConnection, TcpStream>;
 
+/// Keeps a connection open without a byte in either direction, until the
+/// worker stops or the idle limit passes.
+fn hold(shared: &Shared) {
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while waited < IDLE_LIMIT && !shared.stop.load(Ordering::SeqCst) {
+        thread::sleep(step);
+        waited += step;
+    }
+}
+
+/// One step of a handshake whose every outgoing byte is sent on its own,
+/// one per `interval`.
+fn trickle_handshake_step(
+    conn: &mut ServerConnection,
+    tcp: &mut TcpStream,
+    interval: Duration,
+    shared: &Shared,
+) -> io::Result<()> {
+    if conn.wants_write() {
+        let mut flight = Vec::new();
+        conn.write_tls(&mut flight)?;
+        return trickle(tcp, &flight, interval, shared);
+    }
+    if conn.read_tls(tcp)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    conn.process_new_packets().map_err(io::Error::other)?;
+    Ok(())
+}
+
+/// Writes `bytes` one at a time, `interval` apart; stops when the worker
+/// stops or the peer goes away.
+fn trickle<W: Write>(
+    out: &mut W,
+    bytes: &[u8],
+    interval: Duration,
+    shared: &Shared,
+) -> io::Result<()> {
+    for byte in bytes {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
+        out.write_all(&[*byte])?;
+        out.flush()?;
+        thread::sleep(interval);
+    }
+    Ok(())
+}
+
 /// Answers one request, applying `fault`. An error ends the connection.
 fn respond(
     stream: &mut TlsStream,
@@ -424,6 +518,13 @@ fn respond(
             let _ = stream
                 .sock
                 .write_all(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+            return hang_up(stream);
+        }
+        Fault::CorruptRecord => {
+            // Application data, TLS 1.2 framing, 32 bytes no key decrypts.
+            let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+            record.extend_from_slice(&[0x5a; 32]);
+            stream.sock.write_all(&record)?;
             return hang_up(stream);
         }
         Fault::ServerError => {
@@ -462,12 +563,29 @@ fn respond(
         Fault::Drip(interval) => {
             let mut bytes = http::response_head(status, body.len());
             bytes.extend_from_slice(&body);
-            for byte in bytes {
-                stream.write_all(&[byte])?;
-                stream.flush()?;
-                thread::sleep(interval);
-            }
-            Ok(())
+            trickle(stream, &bytes, interval, shared)
+        }
+        Fault::TrickleHead(interval) => {
+            trickle(
+                stream,
+                &http::response_head(status, body.len()),
+                interval,
+                shared,
+            )?;
+            stream.write_all(&body)?;
+            stream.flush()
+        }
+        Fault::TrickleBody(interval) => {
+            stream.write_all(&http::response_head(status, body.len()))?;
+            stream.flush()?;
+            trickle(stream, &body, interval, shared)
+        }
+        Fault::OversizedHead(size) => {
+            let mut head = b"HTTP/1.1 200 OK\r\nx-padding: ".to_vec();
+            head.resize(head.len() + size, b'a');
+            head.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\n{}");
+            stream.write_all(&head)?;
+            stream.flush()
         }
         _ => http::write_response(stream, status, &body),
     }
