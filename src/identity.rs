@@ -10,7 +10,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::{Error, Result};
 use crate::pki::{self, Bundle, CertificateAuthority, BUNDLE_CERT_FILE, BUNDLE_KEY_FILE};
-use crate::secure_fs::{self, DirLock};
+use crate::secure_fs::{self, DirLock, Secrecy};
 
 /// The master's leaf name.
 pub const MASTER_NAME: &str = "decnet-master";
@@ -42,9 +42,10 @@ pub fn default_ca_dir() -> Result<PathBuf> {
 /// bundle that the next call re-issues.
 pub fn ensure_master_bundle(ca_dir: &Path) -> Result<Bundle> {
     secure_fs::create_private_dir(ca_dir)?;
-    let _lock = DirLock::acquire(ca_dir)?;
-    let ca = CertificateAuthority::ensure_locked(ca_dir)?;
+    let lock = DirLock::acquire(ca_dir)?;
+    let ca = CertificateAuthority::ensure_locked(ca_dir, &lock)?;
     let dir = ca_dir.join(MASTER_DIR);
+    secure_fs::remove_leftover_temporaries(&dir, &lock)?;
     let bundle = match Bundle::load(&dir) {
         Ok(bundle) => bundle,
         Err(Error::NotEnrolled { .. }) => {
@@ -113,11 +114,14 @@ impl Identity {
     }
 
     /// Loads an identity from three PEM files: the CA certificate, the
-    /// client certificate and its private key.
+    /// client certificate and its private key. A key that group or others
+    /// may read, a certificate they may change, or a file owned by neither
+    /// the calling user nor root is refused ([`Error::Pki`] naming the file,
+    /// its mode and the fix).
     pub fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self> {
-        let ca_pem = secure_fs::read(ca_cert)?;
-        let cert_pem = secure_fs::read(cert)?;
-        let key_pem = secure_fs::read(key)?;
+        let ca_pem = secure_fs::read_checked(ca_cert, Secrecy::Certificate)?;
+        let cert_pem = secure_fs::read_checked(cert, Secrecy::Certificate)?;
+        let key_pem = secure_fs::read_checked(key, Secrecy::PrivateKey)?;
         let ca_der = pki::parse_cert_pem(&ca_pem, ca_cert)?;
         let cert_der = pki::parse_cert_pem(&cert_pem, cert)?;
         let key_der = parse_private_key(&key_pem, key)?;

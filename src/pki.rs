@@ -21,7 +21,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{Error, Result};
 use crate::hex::lower_hex;
-use crate::secure_fs::{self, DirLock, CERT_MODE, KEY_MODE};
+use crate::secure_fs::{self, DirLock, Secrecy, CERT_MODE, KEY_MODE};
 
 /// File name of the CA private key inside the CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
@@ -129,8 +129,10 @@ fn check_certificate_der(der: &[u8]) -> std::result::Result<(), String> {
 }
 
 /// Reads a file as UTF-8 text, naming the file on failure.
-fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(secure_fs::read(path)?).map_err(|_| Error::pki(path, "not UTF-8 PEM text"))
+/// Reads a PEM file after the checks of [`secure_fs::read_checked`].
+fn read_text(path: &Path, secrecy: Secrecy) -> Result<String> {
+    String::from_utf8(secure_fs::read_checked(path, secrecy)?)
+        .map_err(|_| Error::pki(path, "not UTF-8 PEM text"))
 }
 
 /// Parses a PKCS#8 PEM private key, naming `path` on failure.
@@ -208,13 +210,15 @@ impl CertificateAuthority {
     /// never replaced by a second CA.
     pub fn ensure(dir: &Path) -> Result<Self> {
         secure_fs::create_private_dir(dir)?;
-        let _lock = DirLock::acquire(dir)?;
-        Self::ensure_locked(dir)
+        let lock = DirLock::acquire(dir)?;
+        Self::ensure_locked(dir, &lock)
     }
 
-    /// [`CertificateAuthority::ensure`] for a caller that already holds the
-    /// directory lock.
-    pub(crate) fn ensure_locked(dir: &Path) -> Result<Self> {
+    /// [`CertificateAuthority::ensure`] for a caller that holds the
+    /// directory lock. Temporary files a killed writer left behind are
+    /// removed first.
+    pub(crate) fn ensure_locked(dir: &Path, lock: &DirLock) -> Result<Self> {
+        secure_fs::remove_leftover_temporaries(dir, lock)?;
         let key_path = dir.join(CA_KEY_FILE);
         let cert_path = dir.join(CA_CERT_FILE);
         let staged_key = staged(&key_path);
@@ -245,12 +249,16 @@ impl CertificateAuthority {
 
     /// Loads an existing CA (`ca.key`, `ca.crt`) from `dir` without creating
     /// anything. The key may be RSA, ECDSA or Ed25519, PKCS#8 PEM.
+    ///
+    /// The directory, `ca.crt` and `ca.key` must pass the permission checks
+    /// of [`Bundle::load`].
     pub fn load(dir: &Path) -> Result<Self> {
         let key_path = dir.join(CA_KEY_FILE);
         let cert_path = dir.join(CA_CERT_FILE);
-        let cert_pem = read_text(&cert_path)?;
+        secure_fs::check_dir(dir)?;
+        let cert_pem = read_text(&cert_path, Secrecy::Certificate)?;
         let cert_der = parse_cert_pem(cert_pem.as_bytes(), &cert_path)?;
-        let key = parse_key_pem(&read_text(&key_path)?, &key_path)?;
+        let key = parse_key_pem(&read_text(&key_path, Secrecy::PrivateKey)?, &key_path)?;
         check_key_matches(&key, &cert_der, &key_path)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| Error::pki(&cert_path, format!("unusable as a CA: {e}")))?;
@@ -444,7 +452,7 @@ fn finish_interrupted_creation(
     let Ok(cert_der) = parse_cert_pem(&secure_fs::read(staged_cert)?, staged_cert) else {
         return Ok(());
     };
-    let key = parse_key_pem(&read_text(key_path)?, key_path)?;
+    let key = parse_key_pem(&read_text(key_path, Secrecy::PrivateKey)?, key_path)?;
     if check_key_matches(&key, &cert_der, key_path).is_ok() {
         secure_fs::rename_durable(staged_cert, cert_path)?;
     }
@@ -511,6 +519,13 @@ impl Bundle {
     /// Loads a bundle from `dir`. A missing file is [`Error::NotEnrolled`];
     /// an unreadable one, or a key that does not belong to the certificate,
     /// is [`Error::Pki`] naming the file.
+    ///
+    /// Material others could read or change is refused as OpenSSH refuses
+    /// an unprotected key, with [`Error::Pki`] naming the file, its mode,
+    /// its owner and the fix: a key whose mode grants anything to group or
+    /// others; a certificate or the directory writable by group or others;
+    /// any of them owned by neither the calling user nor root. Symbolic
+    /// links are followed; the checks apply to what they lead to.
     pub fn load(dir: &Path) -> Result<Self> {
         for file in [CA_CERT_FILE, BUNDLE_CERT_FILE, BUNDLE_KEY_FILE] {
             if !exists(&dir.join(file))? {
@@ -523,11 +538,12 @@ impl Bundle {
         let ca_path = dir.join(CA_CERT_FILE);
         let cert_path = dir.join(BUNDLE_CERT_FILE);
         let key_path = dir.join(BUNDLE_KEY_FILE);
-        let ca_cert_pem = read_text(&ca_path)?;
+        secure_fs::check_dir(dir)?;
+        let ca_cert_pem = read_text(&ca_path, Secrecy::Certificate)?;
         parse_cert_pem(ca_cert_pem.as_bytes(), &ca_path)?;
-        let cert_pem = read_text(&cert_path)?;
+        let cert_pem = read_text(&cert_path, Secrecy::Certificate)?;
         let cert_der = parse_cert_pem(cert_pem.as_bytes(), &cert_path)?;
-        let key_pem = read_text(&key_path)?;
+        let key_pem = read_text(&key_path, Secrecy::PrivateKey)?;
         let key = parse_key_pem(&key_pem, &key_path)?;
         check_key_matches(&key, &cert_der, &key_path)?;
         Ok(Bundle {

@@ -1,5 +1,6 @@
 //! Crash safety of the PKI: a process ensuring the master identity is
-//! killed with SIGKILL at random moments, 100 times. Afterwards the
+//! killed with SIGKILL at random moments (125 times), and at the moment a
+//! file waits for its rename (25 times). Afterwards the
 //! directory holds a complete, valid identity or the next ensure completes
 //! it; a half-written key is never accepted; there is never a second CA.
 
@@ -62,11 +63,41 @@ fn assert_no_partial_keys(dir: &Path) {
     }
 }
 
-/// Kills one child at `delay` and checks what the next ensure makes of it.
-/// Returns the phase the kill landed in.
-fn trial(dir: &Path, delay: Duration) -> &'static str {
+/// Files a writer leaves only between writing a file and renaming it into
+/// place: the temporary `.<name>.tmp-…` files and the staged `ca.*.new`.
+fn unrenamed_files(dir: &Path) -> Vec<String> {
+    [dir.to_path_buf(), dir.join(MASTER_DIR)]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains(".tmp-") || name.ends_with(".new"))
+        .collect()
+}
+
+/// When the child is killed: after a fixed delay, or as soon as a file
+/// waiting for its rename appears.
+#[derive(Clone, Copy)]
+enum Kill {
+    After(Duration),
+    AtFirstUnrenamedFile,
+}
+
+/// Kills one child and checks what the next ensure makes of it. Returns
+/// the phase the kill landed in.
+fn trial(dir: &Path, kill: Kill) -> &'static str {
     let mut child = spawn_child(dir);
-    std::thread::sleep(delay);
+    match kill {
+        Kill::After(delay) => std::thread::sleep(delay),
+        Kill::AtFirstUnrenamedFile => {
+            let started = Instant::now();
+            while unrenamed_files(dir).is_empty() && started.elapsed() < Duration::from_secs(10) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+            }
+        }
+    }
     let _ = child.kill();
     let status = child.wait().unwrap();
 
@@ -74,6 +105,7 @@ fn trial(dir: &Path, delay: Duration) -> &'static str {
     let before = ca_fingerprint_if_complete(dir);
     let phase = match (&before, Bundle::load(&dir.join(MASTER_DIR))) {
         _ if status.success() => "finished before the kill",
+        _ if !unrenamed_files(dir).is_empty() => "killed between a write and its rename",
         (None, _) => "killed before the CA was complete",
         (Some(_), Err(_)) => "killed after the CA, before the master bundle",
         (Some(_), Ok(_)) => "killed after both were written",
@@ -90,6 +122,8 @@ fn trial(dir: &Path, delay: Duration) -> &'static str {
         pki::fingerprint(bundle.ca_cert_pem.as_bytes()).unwrap(),
         after
     );
+    let left = unrenamed_files(dir);
+    assert!(left.is_empty(), "the next ensure left {left:?} behind");
     phase
 }
 
@@ -111,7 +145,16 @@ fn sigkill_during_identity_creation_never_leaves_a_broken_or_second_ca() {
     for _ in 0..TRIALS {
         let dir = tempfile::tempdir().unwrap();
         let delay = Duration::from_micros(rng.below(full + full / 4));
-        *phases.entry(trial(dir.path(), delay)).or_insert(0) += 1;
+        *phases
+            .entry(trial(dir.path(), Kill::After(delay)))
+            .or_insert(0) += 1;
+    }
+    // Kills aimed at the moment a file waits for its rename.
+    for _ in 0..TRIALS / 4 {
+        let dir = tempfile::tempdir().unwrap();
+        *phases
+            .entry(trial(dir.path(), Kill::AtFirstUnrenamedFile))
+            .or_insert(0) += 1;
     }
     // Kills during a re-issue of the master bundle over an existing CA.
     let dir = tempfile::tempdir().unwrap();
@@ -120,12 +163,20 @@ fn sigkill_during_identity_creation_never_leaves_a_broken_or_second_ca() {
     for _ in 0..TRIALS / 4 {
         let _ = std::fs::remove_file(dir.path().join(MASTER_DIR).join("worker.crt"));
         let delay = Duration::from_micros(rng.below(full));
-        *phases.entry(trial(dir.path(), delay)).or_insert(0) += 1;
+        *phases
+            .entry(trial(dir.path(), Kill::After(delay)))
+            .or_insert(0) += 1;
         assert_eq!(ca_fingerprint_if_complete(dir.path()).unwrap(), ca);
     }
     println!("kill outcomes: {phases:?}");
+    // The test proves something only if kills landed in the window that
+    // matters, between a write and its rename, and elsewhere too.
     assert!(
-        phases.len() >= 2,
-        "the kills landed in one phase only: {phases:?}"
+        phases.contains_key("killed between a write and its rename"),
+        "no kill landed between a write and its rename: {phases:?}"
+    );
+    assert!(
+        phases.len() >= 3,
+        "the kills landed in too few phases: {phases:?}"
     );
 }

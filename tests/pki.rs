@@ -298,6 +298,19 @@ fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// Writes a private key the way the reference and this library do: 0600.
+fn write_key(path: impl AsRef<Path>, pem: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(pem.as_ref())
+}
+
 fn copy(from: &Path, to: &Path) {
     fs::copy(from, to)
         .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), to.display()));
@@ -892,7 +905,7 @@ fn corrupt_material_is_a_pki_error_naming_the_file() {
     // Garbage ca.crt beside a good key.
     let bad_cert = root.path().join("bad-cert");
     fs::create_dir(&bad_cert).unwrap();
-    fs::write(bad_cert.join("ca.key"), &good_key).unwrap();
+    write_key(bad_cert.join("ca.key"), &good_key).unwrap();
     fs::write(bad_cert.join("ca.crt"), b"this is not a certificate\n").unwrap();
     for err in [
         CertificateAuthority::ensure(&bad_cert).unwrap_err(),
@@ -910,7 +923,7 @@ fn corrupt_material_is_a_pki_error_naming_the_file() {
     // A PEM frame with a body that is not a certificate.
     let framed = root.path().join("framed");
     fs::create_dir(&framed).unwrap();
-    fs::write(framed.join("ca.key"), &good_key).unwrap();
+    write_key(framed.join("ca.key"), &good_key).unwrap();
     fs::write(
         framed.join("ca.crt"),
         b"-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n",
@@ -926,7 +939,7 @@ fn corrupt_material_is_a_pki_error_naming_the_file() {
     fs::create_dir(&bad_key).unwrap();
     copy(&good.join("ca.crt"), &bad_key.join("ca.crt"));
     let truncated = &good_key[..good_key.len() / 2];
-    fs::write(bad_key.join("ca.key"), truncated).unwrap();
+    write_key(bad_key.join("ca.key"), truncated).unwrap();
     for err in [
         CertificateAuthority::ensure(&bad_key).unwrap_err(),
         Identity::ensure(Some(&bad_key)).unwrap_err(),
@@ -953,7 +966,7 @@ fn corrupt_material_is_a_pki_error_naming_the_file() {
     let b = ca.issue("worker-b", &["10.0.0.2"], 30).unwrap();
     let mixed = root.path().join("mixed");
     a.write(&mixed).unwrap();
-    fs::write(mixed.join("worker.key"), &b.key_pem).unwrap();
+    write_key(mixed.join("worker.key"), &b.key_pem).unwrap();
     for err in [
         Bundle::load(&mixed).unwrap_err(),
         Identity::load_dir(&mixed).unwrap_err(),
@@ -972,7 +985,7 @@ fn corrupt_material_is_a_pki_error_naming_the_file() {
 
     // A complete master bundle with a foreign key is reported, never replaced.
     let master = good.join(MASTER_DIR);
-    fs::write(master.join("worker.key"), &b.key_pem).unwrap();
+    write_key(master.join("worker.key"), &b.key_pem).unwrap();
     let before: Vec<Vec<u8>> = BUNDLE_FILES.iter().map(|f| read(&master.join(f))).collect();
     assert_pki_error_names(
         &Identity::ensure(Some(&good)).unwrap_err(),
@@ -1004,7 +1017,7 @@ fn interrupted_ca_creation_is_completed_or_discarded() {
     CertificateAuthority::ensure(&foreign).unwrap();
     let mismatched = root.path().join("mismatched");
     fs::create_dir(&mismatched).unwrap();
-    fs::write(mismatched.join("ca.key"), read(&half.join("ca.key"))).unwrap();
+    write_key(mismatched.join("ca.key"), read(&half.join("ca.key"))).unwrap();
     copy(&foreign.join("ca.crt"), &mismatched.join("ca.crt.new"));
     let err = CertificateAuthority::ensure(&mismatched).unwrap_err();
     assert_pki_error_names(&err, &mismatched.join("ca.crt"));
@@ -1180,11 +1193,11 @@ fn identity_load_checks_the_key_and_fingerprint_checks_pem_content() {
     let cert_path = dir.path().join("one.crt");
     let key_path = dir.path().join("two.key");
     std::fs::write(&cert_path, &first.cert_pem).unwrap();
-    std::fs::write(&key_path, &second.key_pem).unwrap();
+    write_key(&key_path, &second.key_pem).unwrap();
     let err = Identity::load(&ca_path, &cert_path, &key_path).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Pki, "{err}");
     assert_pki_error_names(&err, &key_path);
-    std::fs::write(&key_path, &first.key_pem).unwrap();
+    write_key(&key_path, &first.key_pem).unwrap();
     let identity = Identity::load(&ca_path, &cert_path, &key_path).unwrap();
     assert_eq!(identity.fingerprint(), first.fingerprint);
 
