@@ -3,6 +3,12 @@
 //! Every pointer returned here points into this thread's record and stays
 //! valid until the next failing `decnet_*` call on the same thread replaces
 //! the record. Successful calls leave it alone. Never free these pointers.
+//! (Each function's own comment says so too: cbindgen copies those, not
+//! this one, into the header.)
+//!
+//! The record lives in thread-local storage. A call made while the thread
+//! is exiting (from another thread-local's destructor, after the record is
+//! gone) records nothing and reads an empty record; it never aborts.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
@@ -29,7 +35,13 @@ thread_local! {
 
 fn store(record: LastError) -> decnet_result {
     let result = record.result.unwrap_or(decnet_result::DECNET_ERR_INTERNAL);
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = record);
+    // During thread exit the record may be gone: the result code still
+    // tells the caller what happened.
+    let _ = LAST_ERROR.try_with(|slot| {
+        if let Ok(mut slot) = slot.try_borrow_mut() {
+            *slot = record;
+        }
+    });
     result
 }
 
@@ -78,9 +90,18 @@ pub(crate) fn record_panic(message: &str) -> decnet_result {
     })
 }
 
-fn read<T>(f: impl FnOnce(&LastError) -> T) -> T {
-    LAST_ERROR.with(|slot| f(&slot.borrow()))
+/// Reads this thread's record; `fallback` when the thread is exiting and
+/// the record is gone.
+fn read<T>(fallback: T, f: impl FnOnce(&LastError) -> T) -> T {
+    LAST_ERROR
+        .try_with(|slot| slot.try_borrow().map(|e| f(&e)).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(fallback)
 }
+
+/// An empty C string with a static lifetime.
+const EMPTY: &std::ffi::CStr = c"";
 
 fn optional(value: &Option<CString>) -> *const c_char {
     value.as_ref().map_or(ptr::null(), |s| s.as_ptr())
@@ -90,42 +111,56 @@ fn optional(value: &Option<CString>) -> *const c_char {
 /// none failed yet).
 #[no_mangle]
 pub extern "C" fn decnet_last_error_result() -> decnet_result {
-    read(|e| e.result.unwrap_or(decnet_result::DECNET_OK))
+    read(decnet_result::DECNET_OK, |e| {
+        e.result.unwrap_or(decnet_result::DECNET_OK)
+    })
 }
 
 /// A one-line, human-readable description of the last failure on this
 /// thread; an empty string if none failed yet. Never NULL.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_message() -> *const c_char {
-    read(|e| e.message.as_ptr())
+    read(EMPTY.as_ptr(), |e| e.message.as_ptr())
 }
 
 /// The HTTP status of the last failure when it was `DECNET_ERR_HTTP_STATUS`;
 /// 0 otherwise.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_http_status() -> u16 {
-    read(|e| e.http_status)
+    read(0, |e| e.http_status)
 }
 
 /// The response body of the last failure when it was
 /// `DECNET_ERR_HTTP_STATUS`; NULL otherwise.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_http_body() -> *const c_char {
-    read(|e| optional(&e.http_body))
+    read(ptr::null(), |e| optional(&e.http_body))
 }
 
 /// The pinned fingerprint (64 lowercase hex characters) when the last
 /// failure was `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_expected_fingerprint() -> *const c_char {
-    read(|e| optional(&e.expected_fingerprint))
+    read(ptr::null(), |e| optional(&e.expected_fingerprint))
 }
 
 /// The fingerprint the worker presented when the last failure was
 /// `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
-    read(|e| optional(&e.actual_fingerprint))
+    read(ptr::null(), |e| optional(&e.actual_fingerprint))
 }
 
 /// When the last failure was `DECNET_ERR_CONNECTION_LOST`: whether the
@@ -133,5 +168,5 @@ pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
 /// False otherwise.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
-    read(|e| e.may_have_reached_worker)
+    read(false, |e| e.may_have_reached_worker)
 }
