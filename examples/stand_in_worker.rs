@@ -7,7 +7,9 @@
 //! serves until killed.
 //!
 //! Behaviours: `ok` (the contract), `close` (reads each request, then hangs
-//! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML).
+//! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML),
+//! `oddkey` (answers 200 with [`ODD_KEY_BODY`], whose key serde_json's
+//! `arbitrary_precision` would misread).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +17,10 @@ use std::time::Duration;
 use decnet_agent_client::pki::{CertificateAuthority, LEAF_VALIDITY_DAYS};
 use decnet_agent_client::testkit::{Fault, StandInWorker};
 use decnet_agent_client::Identity;
+
+/// An answer whose object keys must reach every front exactly as written.
+const ODD_KEY_BODY: &str =
+    r#"{"$serde_json::private::Number":"1","nested":{"\u0024serde_json::private::Number":true}}"#;
 
 fn main() {
     let Some(dir) = std::env::args().nth(1) else {
@@ -46,6 +52,7 @@ fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
         ("close", Fault::CloseAfterRequest),
         ("stall", Fault::Stall(Duration::from_secs(30))),
         ("nonjson", Fault::NonJsonBody),
+        ("oddkey", Fault::RawBody(ODD_KEY_BODY)),
     ];
     let mut workers = Vec::new();
     for (name, fault) in behaviours {

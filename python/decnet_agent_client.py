@@ -577,6 +577,10 @@ def _hostname_choice(verify_hostname: Optional[bool]) -> int:
 
 def _profile_code(profile: Union[str, int]) -> int:
     if isinstance(profile, int) and not isinstance(profile, bool):
+        # ctypes would silently keep the low 32 bits (2**32 + 2 would
+        # select topology-apply); the library checks the rest of the range.
+        if not 0 <= profile < 2**32:
+            raise _invalid("profile", f"{profile} is not a profile code")
         return profile
     try:
         return PROFILES[profile]

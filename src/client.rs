@@ -14,6 +14,7 @@ use ureq::{Agent, Body, RequestBuilder};
 
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
+use crate::json;
 use crate::pki;
 use crate::tls::{DeferredResolver, PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
 use crate::topology;
@@ -58,7 +59,7 @@ impl HostRecord {
 
     /// Parses a host record from JSON text.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text)
+        let value: Value = json::from_str(text)
             .map_err(|e| Error::invalid("host_record", format!("not JSON: {e}")))?;
         Self::from_value(&value)
     }
@@ -612,7 +613,7 @@ impl AgentClient {
 /// `detail` member, that detail as text.
 pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
     if (200..300).contains(&status) {
-        match serde_json::from_slice::<Value>(body) {
+        match json::from_slice(body) {
             Ok(value @ Value::Object(_)) => Ok(value),
             Ok(_) => Err(Error::protocol(format!(
                 "HTTP {status} body is JSON but not an object"
@@ -622,7 +623,7 @@ pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
             ))),
         }
     } else {
-        let detail = serde_json::from_slice::<Value>(body)
+        let detail = json::from_slice(body)
             .ok()
             .and_then(|v| v.get("detail").cloned())
             .map(|d| match d {

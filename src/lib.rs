@@ -8,6 +8,7 @@ pub mod error;
 pub mod ffi;
 mod hex;
 pub mod identity;
+mod json;
 pub mod pki;
 mod secure_fs;
 #[cfg(feature = "testkit")]

@@ -414,3 +414,19 @@ fn the_readme_shell_example_runs() {
         "health, mutate and status reached the worker"
     );
 }
+
+#[test]
+fn an_answer_keyed_like_serde_jsons_private_number_is_printed_exactly() {
+    let world = World::new();
+    world.worker.set_fault(Fault::RawBody(
+        r#"{"$serde_json::private::Number":"1","n":{"\u0024serde_json::private::Number":true}}"#,
+    ));
+    let output = world.run(&["health"]);
+    assert_eq!(output.status.code(), Some(0));
+    // Compared as text: serde_json itself (with the crate's features) would
+    // misread what the tool printed.
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "{\"$serde_json::private::Number\":\"1\",\"n\":{\"$serde_json::private::Number\":true}}\n"
+    );
+}

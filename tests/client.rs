@@ -724,3 +724,23 @@ fn a_topology_given_as_text_is_sent_and_hashed_exactly_as_written() {
     );
     assert!(err.to_string().contains("400"), "{err}");
 }
+
+#[test]
+fn an_answer_keyed_like_serde_jsons_private_number_comes_back_exactly() {
+    let s = setup();
+    let body = r#"{"$serde_json::private::Number":"1","nested":{"\u0024serde_json::private::Number":true}}"#;
+    s.worker.set_fault(Fault::RawBody(body));
+    let answer = s.client.health().unwrap();
+    assert_eq!(
+        answer,
+        json!({
+            "$serde_json::private::Number": "1",
+            "nested": {"$serde_json::private::Number": true},
+        }),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.to_string(),
+        r#"{"$serde_json::private::Number":"1","nested":{"$serde_json::private::Number":true}}"#
+    );
+}

@@ -123,6 +123,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"detail": "simulated worker failure"})
         elif fault == "non_json":
             return self._send_raw(200, b"<html>not json</html>", "text/html")
+        elif fault == "raw":
+            return self._send_raw(200, argument)
         elif fault == "oversized":
             return self._send_raw(200, b'{"pad":"' + b"x" * int(argument) + b'"}')
         if bad_json:

@@ -314,6 +314,12 @@ def test_timeouts_defaults_and_changes(identity):
             client.get_timeouts("bulk")
         with pytest.raises(dac.InvalidArgumentError, match="profile"):
             client.get_timeouts(4)  # refused by the library
+        for wide in (2**32 + 2, 2**64, -1, -(2**32) + 2):  # never truncated to a valid code
+            with pytest.raises(dac.InvalidArgumentError, match="profile"):
+                client.get_timeouts(wide)
+            with pytest.raises(dac.InvalidArgumentError, match="profile"):
+                client.set_timeouts(wide, read=1)
+        assert client.get_timeouts("topology-apply") == new
         with pytest.raises(dac.InvalidArgumentError, match="read"):
             client.set_timeouts("control", read=0)  # refused by the library
         with pytest.raises(dac.InvalidArgumentError):

@@ -92,6 +92,8 @@ def test_errors_stay_on_their_own_thread(identity, worker, free_port):
             except dac.InvalidArgumentError as error:
                 if "hydrated" not in error.message:
                     failures.append(repr(error))
+            else:
+                failures.append("no error")
 
     threads = [threading.Thread(target=f, args=(n,)) for n in range(2)
                for f in (http_404, connect_refused, bad_argument)]

@@ -315,3 +315,12 @@ def test_worker_closing_idle_connections_is_harmless(client, worker):
     time.sleep(0.6)
     assert client.deploy(CONFIG)["status"] == "accepted"
     assert [entry[1] for entry in worker.ledger] == ["/health", "/teardown", "/health", "/deploy"]
+
+
+def test_an_answer_keyed_like_serde_private_number_arrives_exactly(client, worker):
+    """serde_json's arbitrary_precision reads this key as a number; Python must see the object."""
+    worker.set_fault("raw", b'{"$serde_json::private::Number":"1",'
+                            b'"nested":{"\\u0024serde_json::private::Number":true}}')
+    assert client.health() == {"$serde_json::private::Number": "1",
+                               "nested": {"$serde_json::private::Number": True}}
+    worker.set_fault(None)

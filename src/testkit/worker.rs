@@ -78,6 +78,8 @@ pub enum Fault {
     /// Read the request, then answer with a TLS record that does not
     /// decrypt (the client's TLS layer fails after the request was sent).
     CorruptRecord,
+    /// Answer 200 with exactly this body.
+    RawBody(&'static str),
 }
 
 /// One request as the stand-in received it.
@@ -513,6 +515,7 @@ fn respond(
         Fault::Stall(delay) => thread::sleep(delay),
         Fault::CloseAfterRequest => return hang_up(stream),
         Fault::NonJsonBody => return http::write_response(stream, 200, b"<html>not json</html>"),
+        Fault::RawBody(body) => return http::write_response(stream, 200, body.as_bytes()),
         Fault::TruncatedRecord => {
             // Application data, TLS 1.2 framing, announcing 64 bytes; send 10.
             let _ = stream
