@@ -448,6 +448,9 @@ enum decnet_result decnet_last_error_result(void);
 /**
  * A one-line, human-readable description of the last failure on this
  * thread; an empty string if none failed yet. Never NULL.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
  */
 const char *decnet_last_error_message(void);
 
@@ -460,18 +463,27 @@ uint16_t decnet_last_error_http_status(void);
 /**
  * The response body of the last failure when it was
  * `DECNET_ERR_HTTP_STATUS`; NULL otherwise.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
  */
 const char *decnet_last_error_http_body(void);
 
 /**
  * The pinned fingerprint (64 lowercase hex characters) when the last
  * failure was `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
  */
 const char *decnet_last_error_expected_fingerprint(void);
 
 /**
  * The fingerprint the worker presented when the last failure was
  * `DECNET_ERR_PIN_MISMATCH`; NULL otherwise.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
  */
 const char *decnet_last_error_actual_fingerprint(void);
 

@@ -259,15 +259,15 @@ impl Profile {
 
 /// The timeouts of one profile.
 ///
-/// Mapping onto ureq: `connect` bounds name resolution and, separately, the
-/// TCP connect plus the TLS handshake; `write` bounds sending the request
-/// headers and, separately, the body (the last few kilobytes of a request
-/// leave together with the wait for the answer, so a request's head and
-/// body share one send); `read` bounds the wait for the response headers
-/// and, separately, the whole body (a worker that drips bytes cannot
-/// stretch it). `pool` is kept for the contract's table but
-/// has no effect: the pool never makes a call wait, it opens a new
-/// connection when no idle one is free.
+/// Each bounds one phase of a call as a whole, however the worker paces
+/// its bytes: `connect` bounds name resolution, the TCP connect and the
+/// entire TLS handshake together; `write` bounds sending the whole request,
+/// head and body (also to a worker that stops reading); `read` bounds
+/// waiting for the answer and reading all of it, head and body together.
+/// A phase that runs out ends the call with [`Error::Timeout`] naming it,
+/// within a few milliseconds of the value. `pool` is kept for the
+/// contract's table but has no effect: the pool never makes a call wait, it
+/// opens a new connection when no idle one is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Connection setup: TCP connect and TLS handshake.

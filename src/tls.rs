@@ -365,7 +365,10 @@ impl TlsSession {
             .spawn(move || {
                 let _ = tx.send(target.to_socket_addrs().map(Vec::from_iter));
             })
-            .map_err(|e| Error::internal(format!("cannot start the resolver thread: {e}")))?;
+            .map_err(|e| Error::Connect {
+                address: self.policy.address.clone(),
+                reason: format!("cannot start a thread to resolve the name: {e}"),
+            })?;
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(Ok(addrs)) => Ok(addrs),
