@@ -430,3 +430,16 @@ fn an_answer_keyed_like_serde_jsons_private_number_is_printed_exactly() {
         "{\"$serde_json::private::Number\":\"1\",\"n\":{\"$serde_json::private::Number\":true}}\n"
     );
 }
+
+#[test]
+fn an_unprotected_master_key_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let key = world.pki.dir().join("master").join("worker.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let stderr = fails(world.run(&["health"]), 13, "pki");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())) && stderr.contains("0640"),
+        "{stderr}"
+    );
+}

@@ -375,3 +375,21 @@ def test_public_items_have_docstrings():
                     missing.append(f"{name}.{attr}")
     assert missing == []
     assert dac.__doc__ and "DECNET_AGENT_CLIENT_LIB" in dac.__doc__
+
+
+def test_unprotected_key_files_are_refused_with_the_fix(identity, ca_dir, tmp_path):
+    """A copy of the master bundle whose key others may read is refused, as OpenSSH would."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ca_dir / "master", bundle)
+    os.chmod(bundle, 0o700)
+    with dac.Identity.load_dir(bundle):
+        pass
+    os.chmod(bundle / "worker.key", 0o644)
+    with pytest.raises(dac.PKIError) as caught:
+        dac.Identity.load_dir(bundle)
+    assert "0644" in caught.value.message
+    assert f"chmod 600 {bundle / 'worker.key'}" in caught.value.message
+    os.chmod(bundle / "worker.key", 0o600)
+    os.chmod(bundle, 0o777)
+    with pytest.raises(dac.PKIError, match="chmod 700"):
+        dac.Identity.load_dir(bundle)

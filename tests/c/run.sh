@@ -162,6 +162,7 @@ build_tests() {
         cc "${warn[@]}" $cflags -pthread -o "$build/threads" tests/c/threads.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -pthread -o "$build/thread_exit" tests/c/thread_exit.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/exact_answer" tests/c/exact_answer.c $libs -Wl,-rpath,"$libdir"
+        cc "${warn[@]}" $cflags -o "$build/key_modes" tests/c/key_modes.c $libs -Wl,-rpath,"$libdir"
     }
 }
 
@@ -258,7 +259,7 @@ run_tsan() {
 stage "build and install the library (make install, TARGET_DIR=$lib_target)" install_library
 stage "header matches the library's exports; coverage list" check_header
 stage "build examples-c via pkg-config (temp copy)" build_examples
-stage "build tests/c (boundary, threads, thread_exit, exact_answer)" build_tests
+stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes)" build_tests
 stage "build the stand-in worker (testkit, TARGET_DIR=$standin_target)" build_standin
 stage "start the stand-in worker" start_standin
 stage "run quickstart" run_example quickstart
@@ -268,6 +269,7 @@ stage "run raii-static" run_example raii-static
 stage "run boundary" run_boundary "$build/boundary"
 stage "run thread_exit (last-error calls from a thread-exit destructor)" "$build/thread_exit"
 stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer" "$ca_dir" "$hosts"
+stage "run key_modes (an unprotected key is DECNET_ERR_PKI with the fix)" "$build/key_modes" "$ca_dir"
 stage "run threads ($threads_calls calls per thread)" "$build/threads" "$ca_dir" "$hosts" "$threads_calls"
 stage "valgrind memcheck: quickstart" vg "$build/examples-c/quickstart" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: raii" vg "$build/examples-c/raii" "$ca_dir" "$hosts/ok.json"
