@@ -16,6 +16,7 @@ use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
 use crate::json;
 use crate::pki;
+pub use crate::tls::HandshakeCounts;
 use crate::tls::{DeferredResolver, PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
 use crate::topology;
 
@@ -427,12 +428,31 @@ impl AgentClient {
         Ok(())
     }
 
-    /// TLS handshakes this client has completed; each was verified and pinned.
+    /// TLS handshakes this client has completed, full and resumed; each
+    /// was verified and pinned.
     pub fn handshake_count(&self) -> u64 {
+        let counts = self.session.handshakes();
+        counts.full + counts.resumed
+    }
+
+    /// TLS handshakes this client has completed, by kind.
+    pub fn handshake_counts(&self) -> HandshakeCounts {
         self.session.handshakes()
     }
 
-    /// Times this client's certificate verifier ran (one per handshake).
+    /// Turns TLS 1.3 session resumption on (the default) or off for the
+    /// connections this client opens from now on. Off, every new connection
+    /// pays a full handshake.
+    pub fn set_session_resumption(&self, on: bool) {
+        self.session.set_resumption(on);
+    }
+
+    /// Whether new connections may resume a TLS 1.3 session.
+    pub fn session_resumption(&self) -> bool {
+        self.session.resumption()
+    }
+
+    /// Times this client's certificate verifier ran (one per full handshake).
     pub fn verification_count(&self) -> u64 {
         self.session.verifications()
     }

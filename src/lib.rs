@@ -16,6 +16,8 @@ pub mod testkit;
 mod tls;
 pub mod topology;
 
-pub use client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
+pub use client::{
+    AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
+};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use identity::Identity;

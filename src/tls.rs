@@ -7,17 +7,18 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
-    OtherError, SignatureScheme,
+    HandshakeKind, OtherError, SignatureScheme,
 };
 use socket2::SockRef;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -73,8 +74,8 @@ impl std::error::Error for PinMismatchDetail {}
 
 /// Verifies the worker's certificate chain to the bundle's CA (always), its
 /// name (when enabled) and the SHA-256 pin (when set). rustls calls it in
-/// every full handshake; session resumption is disabled so there is no
-/// other kind.
+/// every full handshake; a resumed one continues a session it verified, and
+/// [`TlsSession`] checks the pin again after it.
 struct PeerVerifier {
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     policy: PeerPolicy,
@@ -178,13 +179,44 @@ fn webpki_error(error: webpki::Error) -> rustls::Error {
     rustls::Error::InvalidCertificate(kind)
 }
 
+/// TLS 1.3 tickets one client keeps (rustls holds them per server name,
+/// eight to a name; a client talks to one worker).
+const TICKETS_KEPT: usize = 8;
+
+/// How many handshakes a client completed, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandshakeCounts {
+    /// Full handshakes: the certificate verifier ran in each (chain,
+    /// hostname when enabled, pin when set).
+    pub full: u64,
+    /// Resumed TLS 1.3 handshakes (PSK with a fresh ECDHE): each continued
+    /// a session a full, pinned handshake of the same client established,
+    /// and the pin was checked again against that session's certificate.
+    pub resumed: u64,
+}
+
 /// Everything needed to open verified connections to one worker. Shared by
 /// the ureq connector and the client (for `connect()` and counters).
+///
+/// Resumption: TLS 1.3 only, from an in-memory ticket store that belongs to
+/// this session alone (so a ticket is only ever offered to the worker whose
+/// full, verified and pinned handshake with this very client issued it;
+/// rustls also offers it only under the verifier and client certificate
+/// that made it). rustls does not run the verifier on a resumed handshake;
+/// the pin is checked again after it against the certificate the session
+/// carries over. TLS 1.2 resumption stays off: its session ids and tickets
+/// are not bound to a fresh key exchange.
 pub(crate) struct TlsSession {
-    config: Arc<ClientConfig>,
+    /// Offers stored tickets.
+    resuming: Arc<ClientConfig>,
+    /// Never resumes.
+    full_only: Arc<ClientConfig>,
+    /// Whether new connections may resume.
+    resumption: AtomicBool,
     verifier: Arc<PeerVerifier>,
     policy: PeerPolicy,
-    handshakes: AtomicU64,
+    full_handshakes: AtomicU64,
+    resumed_handshakes: AtomicU64,
     /// A verified connection opened by [`TlsSession::open_warm`], handed to
     /// the next request instead of a new one.
     warm: Mutex<Option<TlsTransport>>,
@@ -201,7 +233,8 @@ impl fmt::Debug for TlsSession {
 impl TlsSession {
     /// Builds the TLS configuration for one worker: TLS 1.2 and 1.3 only,
     /// the identity's certificate as client certificate, its CA as the only
-    /// trust anchor, no session resumption.
+    /// trust anchor, TLS 1.3 resumption from a store of its own (on until
+    /// [`TlsSession::set_resumption`] turns it off).
     pub(crate) fn new(identity: &Identity, policy: PeerPolicy) -> Result<Self> {
         let provider = provider();
         let anchor = webpki::anchor_from_trusted_cert(identity.ca_cert())
@@ -218,7 +251,7 @@ impl TlsSession {
             provider: provider.clone(),
             verifications: AtomicU64::new(0),
         });
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let mut full_only = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
             .dangerous()
@@ -230,20 +263,41 @@ impl TlsSession {
                     format!("client certificate or key unusable: {e}"),
                 )
             })?;
-        // Resumed sessions skip certificate verification, and so the pin.
-        config.resumption = rustls::client::Resumption::disabled();
+        full_only.resumption = Resumption::disabled();
+        // Same verifier and client-certificate resolver objects: rustls
+        // stores them with each ticket and offers it only under them.
+        let mut resuming = full_only.clone();
+        resuming.resumption =
+            Resumption::store(Arc::new(ClientSessionMemoryCache::new(TICKETS_KEPT)))
+                .tls12_resumption(Tls12Resumption::Disabled);
         Ok(TlsSession {
-            config: Arc::new(config),
+            resuming: Arc::new(resuming),
+            full_only: Arc::new(full_only),
+            resumption: AtomicBool::new(true),
             verifier,
             policy,
-            handshakes: AtomicU64::new(0),
+            full_handshakes: AtomicU64::new(0),
+            resumed_handshakes: AtomicU64::new(0),
             warm: Mutex::new(None),
         })
     }
 
-    /// Full handshakes completed (each one verified and pinned).
-    pub(crate) fn handshakes(&self) -> u64 {
-        self.handshakes.load(Ordering::Relaxed)
+    /// Turns TLS 1.3 resumption on or off for connections opened from now.
+    pub(crate) fn set_resumption(&self, on: bool) {
+        self.resumption.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether new connections may resume.
+    pub(crate) fn resumption(&self) -> bool {
+        self.resumption.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes completed, full and resumed.
+    pub(crate) fn handshakes(&self) -> HandshakeCounts {
+        HandshakeCounts {
+            full: self.full_handshakes.load(Ordering::Relaxed),
+            resumed: self.resumed_handshakes.load(Ordering::Relaxed),
+        }
     }
 
     /// Times the certificate verifier ran.
@@ -271,13 +325,29 @@ impl TlsSession {
     fn open(&self, deadline: Instant) -> Result<TlsTransport> {
         let addrs = self.resolve(deadline)?;
         let mut sock = self.connect_tcp(&addrs, deadline)?;
-        let mut conn = ClientConnection::new(self.config.clone(), self.policy.server_name.clone())
+        let config = if self.resumption() {
+            &self.resuming
+        } else {
+            &self.full_only
+        };
+        let mut conn = ClientConnection::new(config.clone(), self.policy.server_name.clone())
             .map_err(|e| self.tls_error(&e))?;
         // Held-back records are bounded by FLUSH_THRESHOLD plus one output
         // buffer, not by rustls' default limit (which would fail the write).
         conn.set_buffer_limit(None);
         let socket_timeout = self.handshake(&mut conn, &mut sock, deadline)?;
-        self.handshakes.fetch_add(1, Ordering::Relaxed);
+        if conn.handshake_kind() == Some(HandshakeKind::Resumed) {
+            // rustls skipped the verifier: check the pin again against the
+            // certificate the resumed session carries.
+            if let Some(mismatch) = self.pin_mismatch(conn.peer_certificates()) {
+                conn.send_close_notify();
+                let _ = conn.write_tls(&mut sock);
+                return Err(mismatch);
+            }
+            self.resumed_handshakes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.full_handshakes.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(TlsTransport {
             conn,
             sock,
@@ -405,6 +475,21 @@ impl TlsSession {
                 address: self.policy.address.clone(),
                 reason: "the name resolved to no address".into(),
             },
+        })
+    }
+
+    /// The pin-mismatch error when `chain`'s leaf is not the pinned
+    /// certificate (a missing chain never matches a pin).
+    fn pin_mismatch(&self, chain: Option<&[CertificateDer<'_>]>) -> Option<Error> {
+        let expected = self.policy.pin.as_ref()?;
+        let actual = chain
+            .and_then(|chain| chain.first())
+            .map(|leaf| pki::fingerprint_der(leaf))
+            .unwrap_or_default();
+        (actual != *expected).then(|| Error::PinMismatch {
+            address: self.policy.address.clone(),
+            expected: expected.clone(),
+            actual,
         })
     }
 
@@ -888,5 +973,56 @@ impl Resolver for DeferredResolver {
         _timeout: NextTimeout,
     ) -> std::result::Result<ResolvedSocketAddrs, ureq::Error> {
         Ok(self.empty())
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::testkit::TestPki;
+
+    fn session_pinned_to(pki: &TestPki, pin: Option<String>) -> TlsSession {
+        TlsSession::new(
+            &pki.master,
+            PeerPolicy {
+                address: "127.0.0.1:8765".into(),
+                host: "127.0.0.1".into(),
+                port: 8765,
+                server_name: ServerName::try_from("127.0.0.1").unwrap(),
+                verify_hostname: true,
+                pin,
+            },
+        )
+        .unwrap()
+    }
+
+    /// The check run after every resumed handshake, against the chain the
+    /// session carries (a resumed handshake with another client's session
+    /// cannot be staged: rustls and the per-client store both forbid it).
+    #[test]
+    fn the_pin_is_checked_against_a_resumed_sessions_certificate() {
+        let pki = TestPki::new().unwrap();
+        let pinned = pki.worker_bundle("w").unwrap();
+        let other = pki.worker_bundle("w").unwrap();
+        let der =
+            |pem: &str| pki::parse_cert_pem(pem.as_bytes(), std::path::Path::new("test")).unwrap();
+        let session = session_pinned_to(&pki, Some(pinned.fingerprint.clone()));
+        assert!(session
+            .pin_mismatch(Some(&[der(&pinned.cert_pem)]))
+            .is_none());
+        match session.pin_mismatch(Some(&[der(&other.cert_pem), der(&pinned.cert_pem)])) {
+            Some(Error::PinMismatch {
+                expected, actual, ..
+            }) => {
+                assert_eq!(expected, pinned.fingerprint);
+                assert_eq!(actual, other.fingerprint);
+            }
+            other => panic!("expected a pin mismatch, got {other:?}"),
+        }
+        assert!(session.pin_mismatch(None).is_some(), "no chain, no match");
+        let unpinned = session_pinned_to(&pki, None);
+        assert!(unpinned
+            .pin_mismatch(Some(&[der(&other.cert_pem)]))
+            .is_none());
     }
 }

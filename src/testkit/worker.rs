@@ -153,6 +153,7 @@ pub struct WorkerBuilder {
     bind: SocketAddr,
     tls12_only: bool,
     client_auth: bool,
+    tls13_tickets: usize,
 }
 
 impl WorkerBuilder {
@@ -177,6 +178,13 @@ impl WorkerBuilder {
     /// Offer TLS 1.2 only.
     pub fn tls12_only(mut self) -> Self {
         self.tls12_only = true;
+        self
+    }
+
+    /// Send this many TLS 1.3 session tickets after each handshake (rustls'
+    /// default is 2; 0 turns resumption off).
+    pub fn tls13_tickets(mut self, count: usize) -> Self {
+        self.tls13_tickets = count;
         self
     }
 
@@ -214,7 +222,8 @@ impl WorkerBuilder {
         } else {
             builder.with_no_client_auth()
         };
-        let config = builder.with_cert_resolver(cert.clone());
+        let mut config = builder.with_cert_resolver(cert.clone());
+        config.send_tls13_tickets = self.tls13_tickets;
         let config = Arc::new(config);
         let listener = TcpListener::bind(self.bind).map_err(|e| Error::Connect {
             address: self.bind.to_string(),
@@ -262,6 +271,7 @@ impl StandInWorker {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls12_only: false,
             client_auth: true,
+            tls13_tickets: 2,
         }
     }
 
