@@ -158,10 +158,11 @@ typedef struct decnet_client decnet_client;
 typedef struct decnet_identity decnet_identity;
 
 /**
- * The timeouts of one profile, in milliseconds. `connect` bounds the TCP
- * connect plus TLS handshake; `write` sending the request; `read` the wait
- * for the response headers and, separately, the whole body; `pool` is
- * kept for the contract's table and has no effect.
+ * The timeouts of one profile, in milliseconds. Each bounds one phase as
+ * a whole, whatever the worker's pace: `connect` name resolution, the TCP
+ * connect and the whole TLS handshake; `write` sending the whole request;
+ * `read` waiting for and reading the whole answer, head and body; `pool`
+ * is kept for the contract's table and has no effect.
  */
 typedef struct decnet_timeouts {
   /**
@@ -181,6 +182,20 @@ typedef struct decnet_timeouts {
    */
   uint64_t pool_ms;
 } decnet_timeouts;
+
+/**
+ * The TLS handshakes a client has completed, by kind.
+ */
+typedef struct decnet_handshake_counts {
+  /**
+   * Full handshakes; the certificate verifier ran in each.
+   */
+  uint64_t full;
+  /**
+   * Resumed TLS 1.3 handshakes; the pin was checked again in each.
+   */
+  uint64_t resumed;
+} decnet_handshake_counts;
 
 #ifdef __cplusplus
 extern "C" {
@@ -290,6 +305,29 @@ enum decnet_result decnet_client_set_timeouts(const struct decnet_client *client
  */
 enum decnet_result decnet_client_set_max_response_bytes(const struct decnet_client *client,
                                                         uint64_t max_bytes);
+
+/**
+ * Turns TLS 1.3 session resumption on (`true`, the default) or off for
+ * the connections this client opens from now on. A resumed connection
+ * continues a session that a full, verified and pinned handshake of this
+ * same client established, and its pin is checked again; off, every new
+ * connection pays a full handshake and no ticket is kept.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_client_set_session_resumption(const struct decnet_client *client,
+                                                        bool on);
+
+/**
+ * Reads how many handshakes this client has completed, full and resumed,
+ * into `*out` (zeroed first).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_client_handshake_counts(const struct decnet_client *client,
+                                                  struct decnet_handshake_counts *out);
 
 /**
  * `GET /health`. On success `*out_json` holds the worker's JSON object,

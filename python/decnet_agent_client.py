@@ -71,6 +71,7 @@ __all__ = [
     "Identity",
     "Client",
     "Timeouts",
+    "HandshakeCounts",
     "PROFILES",
     "LIBRARY_ENV",
     "library_path",
@@ -175,6 +176,15 @@ class _CTimeouts(Structure):
     ]
 
 
+class _CHandshakeCounts(Structure):
+    """`struct decnet_handshake_counts`: a client's handshakes by kind."""
+
+    _fields_ = [
+        ("full", c_uint64),
+        ("resumed", c_uint64),
+    ]
+
+
 _ClientPtr = POINTER(_ClientStruct)
 _IdentityPtr = POINTER(_IdentityStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
@@ -198,6 +208,8 @@ _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
     "decnet_client_get_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),
     "decnet_client_set_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),
     "decnet_client_set_max_response_bytes": (_Result, [_ClientPtr, c_uint64]),
+    "decnet_client_set_session_resumption": (_Result, [_ClientPtr, c_bool]),
+    "decnet_client_handshake_counts": (_Result, [_ClientPtr, POINTER(_CHandshakeCounts)]),
     "decnet_client_health": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
     "decnet_client_status": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
     "decnet_client_deploy": (
@@ -759,6 +771,14 @@ class Timeouts(NamedTuple):
     pool: float
 
 
+class HandshakeCounts(NamedTuple):
+    """A client's TLS handshakes: ``full`` ones ran the certificate verifier; ``resumed``
+    TLS 1.3 ones continued a pinned session and had the pin checked again."""
+
+    full: int
+    resumed: int
+
+
 class Client(_HandleOwner):
     """A client for one worker agent.
 
@@ -888,6 +908,23 @@ class Client(_HandleOwner):
             raise _invalid("max_bytes", f"must be an integer from 1 to 2**64-1, not {max_bytes!r}")
         with self._handle as pointer:
             _check(lib.decnet_client_set_max_response_bytes(pointer, max_bytes))
+
+    def set_session_resumption(self, on: bool) -> None:
+        """Turns TLS 1.3 session resumption on (the default) or off for the connections
+        opened from now on. A resumed connection continues a session a full, verified and
+        pinned handshake of this same client established, and its pin is checked again;
+        off, every new connection pays a full handshake."""
+        if not isinstance(on, bool):
+            raise _invalid("on", f"must be True or False, not {on!r}")
+        with self._handle as pointer:
+            _check(lib.decnet_client_set_session_resumption(pointer, on))
+
+    def handshake_counts(self) -> HandshakeCounts:
+        """The TLS handshakes this client has completed: ``(full, resumed)``."""
+        out = _CHandshakeCounts()
+        with self._handle as pointer:
+            _check(lib.decnet_client_handshake_counts(pointer, byref(out)))
+        return HandshakeCounts(full=out.full, resumed=out.resumed)
 
     # -- RPCs ---------------------------------------------------------------
 

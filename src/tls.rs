@@ -769,7 +769,7 @@ impl TlsTransport {
     /// may already have acted on: the connection is lost.
     fn tls_failure(&self, e: &rustls::Error) -> ureq::Error {
         let rejected_our_certificate = matches!(e, rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert))
-            && !self.reused()
+            && self.exchanges <= 1
             && !self.received;
         if rejected_our_certificate || self.exchanges == 0 {
             return ureq::Error::Other(Box::new(classify_tls_error(&self.address, e)));

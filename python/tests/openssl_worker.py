@@ -214,6 +214,7 @@ class OpenSSLWorker:
         self.record = True
         self.idle_timeout: float = 30.0
         self.handshakes = 0
+        self.resumed = 0  # handshakes that resumed a TLS session (OpenSSL's own count)
         self.peer_certs: List[Optional[dict]] = []
         self.tls_versions: List[Optional[str]] = []
         self._lock = threading.Lock()
@@ -267,6 +268,7 @@ class OpenSSLWorker:
     def _note_connection(self, conn: ssl.SSLSocket) -> None:
         with self._lock:
             self.handshakes += 1
+            self.resumed += conn.session_reused
             self._connections.add(conn)
             self.peer_certs.append(conn.getpeercert())
             self.tls_versions.append(conn.version())

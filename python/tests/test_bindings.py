@@ -71,6 +71,7 @@ _EXPECTED_CTYPES = {
     "decnet_client * *": POINTER(dac._ClientPtr),
     "decnet_timeouts *": POINTER(dac._CTimeouts),
     "const decnet_timeouts *": POINTER(dac._CTimeouts),
+    "decnet_handshake_counts *": POINTER(dac._CHandshakeCounts),
 }
 
 
@@ -98,6 +99,8 @@ def test_enum_and_struct_layout():
     assert ctypes.sizeof(c_int) == 4  # C enums are int-sized on every supported ABI
     assert ctypes.sizeof(dac._CTimeouts) == 32
     assert [f[0] for f in dac._CTimeouts._fields_] == ["connect_ms", "read_ms", "write_ms", "pool_ms"]
+    assert ctypes.sizeof(dac._CHandshakeCounts) == 16
+    assert [f[0] for f in dac._CHandshakeCounts._fields_] == ["full", "resumed"]
     header = HEADER.read_text()
     for name, code in dac.PROFILES.items():
         constant = "DECNET_PROFILE_" + name.upper().replace("-", "_")

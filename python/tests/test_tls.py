@@ -446,6 +446,25 @@ def test_http10_worker_closing_after_every_answer(identity, start_worker, rsa_bu
     assert worker.errors == []
 
 
+def test_reconnects_resume_against_openssl_and_the_switch_turns_it_off(identity, start_worker, rsa_bundle):
+    """OpenSSL issues TLS 1.3 tickets; a reconnect after its close resumes, as both ends count."""
+    worker = start_worker(rsa_bundle, keep_alive=False)
+    with dac.Client.from_host(identity, worker.host_record(), verify_hostname=True) as client:
+        for _ in range(5):
+            assert client.health() == {"status": "ok"}
+        assert client.handshake_counts() == dac.HandshakeCounts(full=1, resumed=4)
+        assert worker.resumed == 4
+        client.set_session_resumption(False)
+        for _ in range(3):
+            assert client.health() == {"status": "ok"}
+        assert client.handshake_counts() == (4, 4)
+        with pytest.raises(dac.InvalidArgumentError):
+            client.set_session_resumption(1)
+    assert worker.resumed == 4
+    assert worker.handshakes == 8
+    assert worker.errors == []
+
+
 def test_large_answer(client, worker):
     worker.health_padding = 4 * 1024 * 1024
     assert len(client.health()["padding"]) == 4 * 1024 * 1024

@@ -56,6 +56,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "BOOL")]
     verify_hostname: Option<bool>,
 
+    /// Never resume a TLS session: every connection pays a full handshake
+    /// (resumption keeps the pin; see the README's security section)
+    #[arg(long, global = true)]
+    no_resumption: bool,
+
     /// Connect + handshake timeout in seconds, for every call
     #[arg(long, global = true, value_name = "SECS")]
     connect_timeout: Option<f64>,
@@ -253,6 +258,7 @@ fn client(cli: &Cli) -> Result<AgentClient> {
     // Load, never create: a CA made here could not talk to any worker.
     let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
     let client = AgentClient::new(&identity, record, hostname)?;
+    client.set_session_resumption(!cli.no_resumption);
     for profile in Profile::ALL {
         let mut t = client.timeouts(profile);
         if let Some(s) = cli.connect_timeout {

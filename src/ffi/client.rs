@@ -50,10 +50,11 @@ pub enum decnet_profile {
     DECNET_PROFILE_TOPOLOGY_TEARDOWN = 3,
 }
 
-/// The timeouts of one profile, in milliseconds. `connect` bounds the TCP
-/// connect plus TLS handshake; `write` sending the request; `read` the wait
-/// for the response headers and, separately, the whole body; `pool` is
-/// kept for the contract's table and has no effect.
+/// The timeouts of one profile, in milliseconds. Each bounds one phase as
+/// a whole, whatever the worker's pace: `connect` name resolution, the TCP
+/// connect and the whole TLS handshake; `write` sending the whole request;
+/// `read` waiting for and reading the whole answer, head and body; `pool`
+/// is kept for the contract's table and has no effect.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct decnet_timeouts {
@@ -270,6 +271,64 @@ pub unsafe extern "C" fn decnet_client_set_max_response_bytes(
         // SAFETY: the caller's pointers follow the module's conventions.
         let client = unsafe { handle(client, "client") }?;
         client.inner.set_max_response_bytes(max_bytes)?;
+        Ok(())
+    })
+}
+
+/// Turns TLS 1.3 session resumption on (`true`, the default) or off for
+/// the connections this client opens from now on. A resumed connection
+/// continues a session that a full, verified and pinned handshake of this
+/// same client established, and its pin is checked again; off, every new
+/// connection pays a full handshake and no ticket is kept.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_client_set_session_resumption(
+    client: *const decnet_client,
+    on: bool,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let client = unsafe { handle(client, "client") }?;
+        client.inner.set_session_resumption(on);
+        Ok(())
+    })
+}
+
+/// The TLS handshakes a client has completed, by kind.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct decnet_handshake_counts {
+    /// Full handshakes; the certificate verifier ran in each.
+    pub full: u64,
+    /// Resumed TLS 1.3 handshakes; the pin was checked again in each.
+    pub resumed: u64,
+}
+
+/// Reads how many handshakes this client has completed, full and resumed,
+/// into `*out` (zeroed first).
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_client_handshake_counts(
+    client: *const decnet_client,
+    out: *mut decnet_handshake_counts,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = decnet_handshake_counts {
+            full: 0,
+            resumed: 0,
+        };
+        let client = unsafe { handle(client, "client") }?;
+        let counts = client.inner.handshake_counts();
+        *out = decnet_handshake_counts {
+            full: counts.full,
+            resumed: counts.resumed,
+        };
         Ok(())
     })
 }

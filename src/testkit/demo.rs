@@ -2,13 +2,16 @@
 //! every RPC through the public client with the pin on.
 
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{StandInWorker, TestPki};
+use super::{Fault, StandInWorker, TestPki};
 use crate::client::{AgentClient, HostRecord, HostnameVerification};
 use crate::error::{Error, Result};
+
+/// How long the demo's worker keeps an idle connection open.
+const IDLE_CLOSE: Duration = Duration::from_millis(100);
 
 fn print(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<()> {
     writeln!(out, "{line}").map_err(|e| Error::io("<output>", e))
@@ -45,6 +48,8 @@ pub fn run_demo(out: &mut dyn Write) -> Result<()> {
     )?;
     let bundle = pki.worker_bundle("demo-worker")?;
     let worker = StandInWorker::start(&bundle)?;
+    // The reference worker closes idle connections after ~5 s.
+    worker.set_fault(Fault::CloseIdleAfter(IDLE_CLOSE));
     let record = worker.host_record("demo-worker", true);
     print(
         out,
@@ -103,14 +108,26 @@ pub fn run_demo(out: &mut dyn Write) -> Result<()> {
     })?;
     step(out, "teardown everything", || client.teardown(None))?;
     step(out, "self-destruct", || client.self_destruct())?;
+    // The worker has closed the idle connection: the reconnect resumes the
+    // pinned TLS 1.3 session.
+    std::thread::sleep(IDLE_CLOSE * 4);
+    step(out, "health after the idle close", || client.health())?;
+    let handshakes = client.handshake_counts();
     print(
         out,
         format_args!(
-            "{} requests over {} TLS handshake(s), each verified and pinned",
+            "{} requests over {} full and {} resumed TLS handshake(s): the verifier ran {} time(s), the pin was checked in every one",
             worker.ledger().len(),
-            client.handshake_count()
+            handshakes.full,
+            handshakes.resumed,
+            client.verification_count()
         ),
     )?;
+    if handshakes.resumed == 0 {
+        return Err(Error::internal(
+            "the reconnect after the idle close did not resume",
+        ));
+    }
 
     let mut wrong = record.clone();
     wrong["client_cert_fingerprint"] = Value::String("ab".repeat(32));

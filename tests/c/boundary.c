@@ -1076,6 +1076,22 @@ static void test_timeouts(const decnet_client *client) {
     expect_error("decnet_client_set_max_response_bytes(0)", rc, DECNET_ERR_INVALID_ARGUMENT, "max_response_bytes");
     expect_ok("decnet_client_set_max_response_bytes(16 MiB)",
               decnet_client_set_max_response_bytes(client, 16u * 1024u * 1024u));
+
+    cover("call", "decnet_client_set_session_resumption", NULL);
+    EXPECT_NULL("decnet_client_set_session_resumption", "client",
+                decnet_client_set_session_resumption(NULL, false), true);
+    expect_ok("decnet_client_set_session_resumption(false)",
+              decnet_client_set_session_resumption(client, false));
+    expect_ok("decnet_client_set_session_resumption(true)",
+              decnet_client_set_session_resumption(client, true));
+
+    cover("call", "decnet_client_handshake_counts", NULL);
+    decnet_handshake_counts counts = {7, 7};
+    EXPECT_NULL("decnet_client_handshake_counts", "client", decnet_client_handshake_counts(NULL, &counts),
+                counts.full == 0 && counts.resumed == 0);
+    EXPECT_NULL("decnet_client_handshake_counts", "out", decnet_client_handshake_counts(client, NULL), true);
+    rc = decnet_client_handshake_counts(client, &counts);
+    expect_ok("decnet_client_handshake_counts", rc);
 }
 
 /* NULL / UTF-8 / JSON checks of the RPCs: all fail before any traffic. */
