@@ -11,7 +11,6 @@ use std::ffi::c_char;
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -122,71 +121,6 @@ impl BareClient {
     }
 }
 
-/// Makes an RSA-2048 worker bundle signed by the test CA, with openssl.
-fn rsa_worker_bundle(pki: &TestPki) -> Bundle {
-    let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let ext = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-               extendedKeyUsage=critical,serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:rsa-worker\n";
-    std::fs::write(p("ext.cnf"), ext).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &p("key.pem"),
-    ]);
-    run(&[
-        "req",
-        "-new",
-        "-key",
-        &p("key.pem"),
-        "-subj",
-        "/CN=rsa-worker/O=DECNET/OU=swarm-worker",
-        "-out",
-        &p("csr.pem"),
-    ]);
-    let ca = pki.dir();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("csr.pem"),
-        "-CA",
-        ca.join("ca.crt").to_str().unwrap(),
-        "-CAkey",
-        ca.join("ca.key").to_str().unwrap(),
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        &p("ext.cnf"),
-        "-out",
-        &p("cert.pem"),
-    ]);
-    let cert_pem = std::fs::read_to_string(p("cert.pem")).unwrap();
-    Bundle {
-        ca_cert_pem: pki.ca.cert_pem().to_string(),
-        fingerprint: decnet_agent_client::pki::fingerprint(cert_pem.as_bytes()).unwrap(),
-        cert_pem,
-        key_pem: std::fs::read_to_string(p("key.pem")).unwrap(),
-    }
-}
-
 fn pinned_record(worker: &StandInWorker) -> HostRecord {
     HostRecord::from_value(&worker.host_record("bench", true)).unwrap()
 }
@@ -259,7 +193,10 @@ fn main() {
     let pki = TestPki::new().unwrap();
     let master_bundle = Bundle::load(&pki.dir().join("master")).unwrap();
     let ecdsa = StandInWorker::start(&pki.worker_bundle("bench").unwrap()).unwrap();
-    let rsa = StandInWorker::start(&rsa_worker_bundle(&pki)).unwrap();
+    let rsa_bundle = pki
+        .rsa_bundle("rsa-worker", &["IP:127.0.0.1", "DNS:rsa-worker"])
+        .unwrap();
+    let rsa = StandInWorker::start(&rsa_bundle).unwrap();
     println!(
         "{:<52} {:>10} {:>10} {:>8}",
         "case", "median µs", "p90 µs", "ratio"

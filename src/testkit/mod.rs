@@ -51,6 +51,83 @@ impl TestPki {
         self.ca.issue(name, sans, LEAF_VALIDITY_DAYS)
     }
 
+    /// A bundle with an RSA-2048 key, as the reference makes them, for `name`
+    /// with the given SANs (`IP:…` or `DNS:…` entries), signed by this CA.
+    /// ring cannot generate RSA keys: this runs the `openssl` command.
+    pub fn rsa_bundle(&self, name: &str, sans: &[&str]) -> Result<Bundle> {
+        let dir = tempfile::tempdir().map_err(|e| crate::Error::io(std::env::temp_dir(), e))?;
+        let path = |file: &str| dir.path().join(file);
+        let ext = format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=critical,serverAuth,clientAuth\nsubjectAltName={}\n",
+            sans.join(",")
+        );
+        std::fs::write(path("ext.cnf"), ext).map_err(|e| crate::Error::io(path("ext.cnf"), e))?;
+        let openssl = |args: &[&std::ffi::OsStr]| -> Result<()> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .map_err(|e| crate::Error::io("openssl", e))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(crate::Error::internal(format!(
+                    "openssl failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )))
+            }
+        };
+        let (key, csr, cert) = (path("key.pem"), path("csr.pem"), path("cert.pem"));
+        let subject = format!("/CN={name}/O=DECNET/OU=swarm-worker");
+        let os = |s: &str| std::ffi::OsString::from(s);
+        openssl(&[
+            &os("genpkey"),
+            &os("-algorithm"),
+            &os("RSA"),
+            &os("-pkeyopt"),
+            &os("rsa_keygen_bits:2048"),
+            &os("-out"),
+            key.as_os_str(),
+        ])?;
+        openssl(&[
+            &os("req"),
+            &os("-new"),
+            &os("-key"),
+            key.as_os_str(),
+            &os("-subj"),
+            &os(&subject),
+            &os("-out"),
+            csr.as_os_str(),
+        ])?;
+        openssl(&[
+            &os("x509"),
+            &os("-req"),
+            &os("-in"),
+            csr.as_os_str(),
+            &os("-CA"),
+            self.dir().join("ca.crt").as_os_str(),
+            &os("-CAkey"),
+            self.dir().join("ca.key").as_os_str(),
+            &os("-set_serial"),
+            &os(&format!("0x{:x}", serial_from_clock())),
+            &os("-days"),
+            &os("30"),
+            &os("-sha256"),
+            &os("-extfile"),
+            path("ext.cnf").as_os_str(),
+            &os("-out"),
+            cert.as_os_str(),
+        ])?;
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| crate::Error::io(p, e));
+        let cert_pem = read(&cert)?;
+        Ok(Bundle {
+            ca_cert_pem: self.ca.cert_pem().to_string(),
+            fingerprint: crate::pki::fingerprint(cert_pem.as_bytes())?,
+            cert_pem,
+            key_pem: read(&key)?,
+        })
+    }
+
     /// A worker bundle that expired yesterday.
     pub fn expired_worker_bundle(&self, name: &str) -> Result<Bundle> {
         let now = OffsetDateTime::now_utc();
@@ -61,4 +138,11 @@ impl TestPki {
             now - Duration::days(1),
         )
     }
+}
+
+/// A certificate serial unlikely to repeat: the clock in nanoseconds.
+fn serial_from_clock() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos())
 }
