@@ -1,7 +1,8 @@
 //! decnet-agent-client: drive DECNET honeypot worker agents over mutual TLS.
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
-//! [`identity`] → `tls` → [`client`]; [`topology`] is pure.
+//! [`identity`] → `tls` → `rpc` (one exchange, shared by
+//! every client) → [`client`]; [`topology`] is pure.
 
 pub mod client;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod ffi;
 mod hex;
 pub mod identity;
 pub mod pki;
+mod rpc;
 mod secure_fs;
 #[cfg(feature = "testkit")]
 pub mod testkit;
