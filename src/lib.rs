@@ -16,7 +16,9 @@ mod secure_fs;
 pub mod testkit;
 mod tls;
 pub mod topology;
+pub mod updater;
 
 pub use client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use identity::Identity;
+pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};

@@ -6,12 +6,14 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use serde_json::Value;
+use ureq::config::Config;
 use ureq::http::{Method, Response};
+use ureq::unversioned::multipart::Form;
 use ureq::{Agent, Body, RequestBuilder};
 
 use crate::error::{Error, Result, TimeoutPhase};
@@ -115,8 +117,21 @@ pub(crate) struct Channel {
     address: String,
     base_url: String,
     agent: Agent,
+    /// For uploads: no pool, so each upload runs on a connection of its own
+    /// and an early close cannot be mistaken for an idle one. Made on first use.
+    uploads: OnceLock<Agent>,
     session: Arc<TlsSession>,
     max_response_bytes: AtomicU64,
+}
+
+/// An upload that ended without an answer to read.
+#[derive(Debug)]
+pub(crate) struct UploadFailure {
+    /// The failure, mapped to the taxonomy.
+    pub error: Error,
+    /// True when the whole request had been sent and the service then closed
+    /// the connection cleanly before its answer, or cut its answer short.
+    pub closed_after_request: bool,
 }
 
 impl Channel {
@@ -145,26 +160,11 @@ impl Channel {
                 pin,
             },
         )?);
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .https_only(true)
-            .proxy(None)
-            .max_idle_connections(MAX_IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
-            .user_agent(concat!("decnet-agent-client/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let agent = Agent::with_parts(
-            config,
-            PinnedConnector {
-                session: session.clone(),
-            },
-            DeferredResolver,
-        );
         Ok(Channel {
             base_url: format!("https://{address}"),
             address,
-            agent,
+            agent: agent_for(&session, MAX_IDLE_CONNECTIONS),
+            uploads: OnceLock::new(),
             session,
             max_response_bytes: AtomicU64::new(DEFAULT_MAX_RESPONSE_BYTES),
         })
@@ -224,6 +224,44 @@ impl Channel {
             .and_then(|response| self.read_response(response))
     }
 
+    /// POSTs a multipart form on a connection of its own; never sent twice.
+    /// The form's parts must all have known sizes, so the body goes out
+    /// with a content length, streamed from its sources.
+    pub(crate) fn post_form(
+        &self,
+        path: &str,
+        form: Form<'_>,
+        timeouts: Timeouts,
+    ) -> std::result::Result<Value, UploadFailure> {
+        let url = format!("{}{path}", self.base_url);
+        let agent = self.uploads.get_or_init(|| agent_for(&self.session, 0));
+        let result = with_timeouts(agent.post(&url), timeouts)
+            .header("accept", "application/json")
+            .send(form);
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                // ureq waits for the answer only once the whole request is
+                // out; a clean end of stream there means the service read
+                // the request and closed (a reset is reported by the
+                // transport as a lost connection instead).
+                let closed_after_request = matches!(
+                    &error,
+                    ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof
+                );
+                return Err(UploadFailure {
+                    error: Exchange::from(error).into_error(&self.address, true),
+                    closed_after_request,
+                });
+            }
+        };
+        self.read_response(response).map_err(|error| UploadFailure {
+            // The answer had begun, so the request was complete.
+            closed_after_request: matches!(error, Error::ConnectionLost { .. }),
+            error,
+        })
+    }
+
     fn exchange(
         &self,
         method: Method,
@@ -265,6 +303,27 @@ impl Channel {
             })?;
         interpret_response(status, &bytes)
     }
+}
+
+/// A ureq agent over `session`'s verified transport keeping up to `idle`
+/// connections.
+fn agent_for(session: &Arc<TlsSession>, idle: usize) -> Agent {
+    let config: Config = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .https_only(true)
+        .proxy(None)
+        .max_idle_connections(idle)
+        .max_idle_connections_per_host(idle)
+        .user_agent(concat!("decnet-agent-client/", env!("CARGO_PKG_VERSION")))
+        .build();
+    Agent::with_parts(
+        config,
+        PinnedConnector {
+            session: session.clone(),
+        },
+        DeferredResolver,
+    )
 }
 
 /// Turns a worker's answer into the RPC's result: a 2xx body must be a JSON
