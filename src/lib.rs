@@ -5,6 +5,7 @@
 //! every client) → [`client`]; [`topology`] is pure.
 
 pub mod client;
+pub mod enroll;
 pub mod error;
 pub mod ffi;
 mod hex;
@@ -19,6 +20,7 @@ pub mod topology;
 pub mod updater;
 
 pub use client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
+pub use enroll::{enroll, EnrollRequest, Enrolled};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use identity::Identity;
 pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};
