@@ -11,6 +11,7 @@ use std::ptr;
 use super::guard::to_c_string;
 use super::result::decnet_result;
 use crate::error::Error;
+use crate::updater::UpdateFailure;
 
 #[derive(Default)]
 struct LastError {
@@ -21,6 +22,9 @@ struct LastError {
     expected_fingerprint: Option<CString>,
     actual_fingerprint: Option<CString>,
     may_have_reached_worker: bool,
+    update_error: Option<CString>,
+    update_stderr: Option<CString>,
+    rolled_back: Option<bool>,
 }
 
 thread_local! {
@@ -44,6 +48,11 @@ pub(crate) fn record(error: &Error) -> decnet_result {
         Error::HttpStatus { status, body, .. } => {
             record.http_status = *status;
             record.http_body = Some(to_c_string(body.clone()));
+            if let Some(failure) = UpdateFailure::from_error(error) {
+                record.update_error = failure.error.map(to_c_string);
+                record.update_stderr = failure.stderr.map(to_c_string);
+                record.rolled_back = failure.rolled_back;
+            }
         }
         Error::PinMismatch {
             expected, actual, ..
@@ -134,4 +143,25 @@ pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
     read(|e| e.may_have_reached_worker)
+}
+
+/// `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
+/// with a JSON `detail` object (the updater's 409 and 500); NULL otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_update_error() -> *const c_char {
+    read(|e| optional(&e.update_error))
+}
+
+/// `detail.stderr` of the last failure, as `decnet_last_error_update_error`.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_update_stderr() -> *const c_char {
+    read(|e| optional(&e.update_stderr))
+}
+
+/// `detail.rolled_back` of the last failure, as
+/// `decnet_last_error_update_error`: 1 (the updater rolled the release
+/// back), 0 (it did not), -1 (no such field, or another kind of failure).
+#[no_mangle]
+pub extern "C" fn decnet_last_error_rolled_back() -> i32 {
+    read(|e| e.rolled_back.map_or(-1, i32::from))
 }
