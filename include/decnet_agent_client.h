@@ -420,7 +420,8 @@ enum decnet_result decnet_client_topology_state(const struct decnet_client *clie
                                                 char **out_json);
 
 /**
- * Enrolls worker `name` at `address` with the CA in `ca_dir`: writes
+ * Enrolls worker `name` at `address` with the CA in `ca_dir` (NULL:
+ * `$HOME/.decnet/ca`; the CA must exist): writes
  * `<ca_dir>/workers/<name>/{ca.crt,worker.crt,worker.key}` and, with
  * `with_updater`, `<ca_dir>/workers/<name>/updater/{updater.crt,updater.key}`
  * (folders 0700, keys 0600), and writes the host record JSON (`uuid`,

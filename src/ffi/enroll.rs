@@ -1,13 +1,15 @@
 //! `decnet_enroll`: issue a worker's identities and get its host record.
 
 use std::ffi::c_char;
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::guard::{guard, out_ptr, required_str, str_array, write_string};
+use super::guard::{guard, optional_str, out_ptr, required_str, str_array, write_string};
 use super::result::decnet_result;
 use crate::enroll::{enroll, EnrollRequest};
+use crate::identity::default_ca_dir;
 
-/// Enrolls worker `name` at `address` with the CA in `ca_dir`: writes
+/// Enrolls worker `name` at `address` with the CA in `ca_dir` (NULL:
+/// `$HOME/.decnet/ca`; the CA must exist): writes
 /// `<ca_dir>/workers/<name>/{ca.crt,worker.crt,worker.key}` and, with
 /// `with_updater`, `<ca_dir>/workers/<name>/updater/{updater.crt,updater.key}`
 /// (folders 0700, keys 0600), and writes the host record JSON (`uuid`,
@@ -37,7 +39,10 @@ pub unsafe extern "C" fn decnet_enroll(
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
         let slot = unsafe { out_ptr(out_json, "out_json") }?;
-        let ca_dir = unsafe { required_str(ca_dir, "ca_dir") }?;
+        let ca_dir = match unsafe { optional_str(ca_dir, "ca_dir") }? {
+            Some(dir) => PathBuf::from(dir),
+            None => default_ca_dir()?,
+        };
         let request = EnrollRequest {
             name: unsafe { required_str(name, "name") }?.to_string(),
             address: unsafe { required_str(address, "address") }?.to_string(),
@@ -49,7 +54,7 @@ pub unsafe extern "C" fn decnet_enroll(
             with_updater,
             reissue,
         };
-        let enrolled = enroll(Path::new(ca_dir), &request)?;
+        let enrolled = enroll(&ca_dir, &request)?;
         write_string(slot, enrolled.record.to_string());
         Ok(())
     })

@@ -370,9 +370,16 @@ static void test_enroll(void) {
           "re-issue: no updater pin, agent_port 9000");
     decnet_string_free(json);
 
-    json = SENTINEL;
-    EXPECT_NULL("decnet_enroll", "ca_dir", decnet_enroll(NULL, "w2", "127.0.0.1", NULL, 0, 0, true, false, &json),
-                json == NULL);
+    /* NULL ca_dir: $HOME/.decnet/ca (HOME is the scratch folder). */
+    identity = NULL;
+    expect_ok("the default CA", decnet_identity_ensure(NULL, &identity));
+    decnet_identity_free(identity);
+    json = NULL;
+    rc = decnet_enroll(NULL, "w-home", "127.0.0.1", NULL, 0, 0, true, false, &json);
+    expect_null_allowed("decnet_enroll", "ca_dir", rc);
+    CHECK(exists(keepf("%s/.decnet/ca/workers/w-home/updater/updater.key", getenv("HOME"))),
+          "NULL ca_dir enrolls under $HOME/.decnet/ca");
+    decnet_string_free(json);
     json = SENTINEL;
     EXPECT_NULL("decnet_enroll", "name", decnet_enroll(ca, NULL, "127.0.0.1", NULL, 0, 0, true, false, &json),
                 json == NULL);
