@@ -46,6 +46,9 @@ pub enum UpdaterMode {
     ProbeFailsRolledBack,
     /// The install fails and is not rolled back: 500.
     InstallFails,
+    /// Updates fail with a 500 whose body is plain text, not JSON (a proxy
+    /// or a crashed handler).
+    PlainTextError,
     /// After reading a whole update-self request, install it after this
     /// delay (the updater restarting) and close the connection at once
     /// without answering.
@@ -347,6 +350,13 @@ fn handle(
         }
         ("POST", "/update" | "/update-self") => {
             let mut upload = receive_upload(stream, pending, head, cn)?;
+            if mode == UpdaterMode::PlainTextError {
+                upload.status = 500;
+                lock(&shared.uploads).push(upload);
+                http::write_response(stream, 500, b"Internal Server Error")?;
+                // The answer is complete; end the connection with it.
+                return Ok(None);
+            }
             let answer = judge_upload(shared, &upload, mode);
             upload.status = answer.as_ref().map_or(0, |(status, _)| *status);
             lock(&shared.uploads).push(upload);
