@@ -10,12 +10,19 @@
 //! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML),
 //! `oddkey` (answers 200 with [`ODD_KEY_BODY`], whose key serde_json's
 //! `arbitrary_precision` would misread).
+//!
+//! It also starts stand-in updaters (certificate CN `updater@stand-in`),
+//! one per mode, and writes each one's host record, pinned with
+//! `updater_cert_fingerprint` and carrying its port as `updater_port`, to
+//! `DIR/updaters/<mode>.json`. Modes: `ok` (the contract), `probe` (every
+//! update is rolled back: 409), `selfdrop` (update-self installs after
+//! 200 ms and closes the connection without answering).
 
 use std::path::Path;
 use std::time::Duration;
 
 use decnet_agent_client::pki::{CertificateAuthority, LEAF_VALIDITY_DAYS};
-use decnet_agent_client::testkit::{Fault, StandInWorker};
+use decnet_agent_client::testkit::{Fault, StandInUpdater, StandInWorker, UpdaterMode};
 use decnet_agent_client::Identity;
 
 /// An answer whose object keys must reach every front exactly as written.
@@ -62,6 +69,40 @@ fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
         let record = worker.host_record(name, true).to_string();
         std::fs::write(&path, record).map_err(|e| decnet_agent_client::Error::io(&path, e))?;
         workers.push(worker);
+    }
+    let updater_bundle = ca.issue(
+        "updater@stand-in",
+        &["127.0.0.1", "::1", "localhost"],
+        LEAF_VALIDITY_DAYS,
+    )?;
+    let updater_hosts = dir.join("updaters");
+    std::fs::create_dir_all(&updater_hosts)
+        .map_err(|e| decnet_agent_client::Error::io(&updater_hosts, e))?;
+    let modes = [
+        ("ok", UpdaterMode::Normal),
+        ("probe", UpdaterMode::ProbeFailsRolledBack),
+        (
+            "selfdrop",
+            UpdaterMode::DropAfterSelfUpdate(Duration::from_millis(200)),
+        ),
+    ];
+    let mut updaters = Vec::new();
+    for (name, mode) in modes {
+        let updater = StandInUpdater::start(&updater_bundle)?;
+        updater.set_mode(mode);
+        let record = serde_json::json!({
+            "uuid": format!("uuid-{name}"),
+            "name": name,
+            "address": "127.0.0.1",
+            "agent_port": 8765,
+            "client_cert_fingerprint": null,
+            "updater_cert_fingerprint": updater.fingerprint(),
+            "updater_port": updater.port(),
+        });
+        let path = updater_hosts.join(format!("{name}.json"));
+        std::fs::write(&path, record.to_string())
+            .map_err(|e| decnet_agent_client::Error::io(&path, e))?;
+        updaters.push(updater);
     }
     let ready = dir.join("ready");
     std::fs::write(&ready, b"").map_err(|e| decnet_agent_client::Error::io(&ready, e))?;

@@ -99,6 +99,31 @@ typedef enum decnet_result {
 } decnet_result;
 
 /**
+ * The timeout profiles of the updater contract.
+ */
+enum UpdaterProfile
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * health, releases and rollback (5 / 30 / 10 s).
+   */
+  Control = 0,
+  /**
+   * update and update-self, which upload a tarball (10 / 180 / 120 s).
+   */
+  Update = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum UpdaterProfile UpdaterProfile;
+#else
+typedef uint32_t UpdaterProfile;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * Hostname verification choices for the `hostname_verification` argument.
  */
 typedef enum decnet_hostname_verification {
@@ -139,6 +164,20 @@ typedef enum decnet_profile {
 } decnet_profile;
 
 /**
+ * Timeout profiles of the updater, for the `profile` argument.
+ */
+typedef enum decnet_updater_profile {
+  /**
+   * health, releases, rollback (5 / 30 / 10 s).
+   */
+  DECNET_UPDATER_PROFILE_CONTROL = 0,
+  /**
+   * update, update-self (10 / 180 / 120 s).
+   */
+  DECNET_UPDATER_PROFILE_UPDATE = 1,
+} decnet_updater_profile;
+
+/**
  * A client for one worker agent. Opaque.
  *
  * Thread-safe: any number of threads may call any function on one handle
@@ -156,6 +195,15 @@ typedef struct decnet_client decnet_client;
  * freed while they are still in use.
  */
 typedef struct decnet_identity decnet_identity;
+
+/**
+ * A client for one worker's updater. Opaque.
+ *
+ * Thread-safe: any number of threads may call any function on one handle
+ * at once. Every connection is verified (chain to the CA, hostname when
+ * enabled, and always the pin) inside its own TLS handshake.
+ */
+typedef struct decnet_updater decnet_updater;
 
 /**
  * The timeouts of one profile, in milliseconds. Each bounds one phase as
@@ -410,6 +458,34 @@ enum decnet_result decnet_client_topology_state(const struct decnet_client *clie
                                                 char **out_json);
 
 /**
+ * Enrolls worker `name` at `address` with the CA in `ca_dir` (NULL:
+ * `$HOME/.decnet/ca`; the CA must exist): writes
+ * `<ca_dir>/workers/<name>/{ca.crt,worker.crt,worker.key}` and, with
+ * `with_updater`, `<ca_dir>/workers/<name>/updater/{updater.crt,updater.key}`
+ * (folders 0700, keys 0600), and writes the host record JSON (`uuid`,
+ * `name`, `address`, `agent_port`, `client_cert_fingerprint`,
+ * `updater_cert_fingerprint`) to `*out_json`, owned by the caller (free
+ * with `decnet_string_free`). `sans` holds `sans_count` extra SANs (NULL
+ * when the count is 0); `agent_port` 0 means 8765. A name already
+ * enrolled is refused unless `reissue` is true. Thread-safe (enrollments
+ * in one CA directory are serialised by a file lock).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (bad name, address or SAN; name already
+ * enrolled), `DECNET_ERR_IO`, `DECNET_ERR_PKI`, `DECNET_ERR_NOT_ENROLLED`
+ * (no CA in `ca_dir`), `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_enroll(const char *ca_dir,
+                                 const char *name,
+                                 const char *address,
+                                 const char *const *sans,
+                                 size_t sans_count,
+                                 uint16_t agent_port,
+                                 bool with_updater,
+                                 bool reissue,
+                                 char **out_json);
+
+/**
  * Ensures the CA and the master bundle under `ca_dir` (NULL: the default,
  * `$HOME/.decnet/ca`), creating what is missing in the reference layout,
  * and loads the master identity into `*out`.
@@ -533,6 +609,30 @@ const char *decnet_last_error_actual_fingerprint(void);
 bool decnet_last_error_may_have_reached_worker(void);
 
 /**
+ * `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
+ * with a JSON `detail` object (the updater's 409 and 500); NULL otherwise.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
+ */
+const char *decnet_last_error_update_error(void);
+
+/**
+ * `detail.stderr` of the last failure, as `decnet_last_error_update_error`.
+ *
+ * Owned by the library: valid on this thread until the next failing
+ * `decnet_*` call on it. Never free it; copy it to keep it.
+ */
+const char *decnet_last_error_update_stderr(void);
+
+/**
+ * `detail.rolled_back` of the last failure, as
+ * `decnet_last_error_update_error`: 1 (the updater rolled the release
+ * back), 0 (it did not), -1 (no such field, or another kind of failure).
+ */
+int32_t decnet_last_error_rolled_back(void);
+
+/**
  * Ensures the CA in `ca_dir` (NULL: `$HOME/.decnet/ca`) — loads it, or
  * creates it when neither `ca.key` nor `ca.crt` exists — and writes its
  * certificate's fingerprint to `*out_fingerprint`.
@@ -600,6 +700,137 @@ enum decnet_result decnet_topology_hash(const char *hydrated_json, char **out);
  * static string: never free it. Thread-safe.
  */
 const char *decnet_result_name(uint32_t result);
+
+/**
+ * Makes an updater client from a host-record JSON object: `address`,
+ * `name`, and `updater_cert_fingerprint` as the pin; `port` 0 means 8766.
+ * A record whose `updater_cert_fingerprint` is missing or null is refused
+ * with `DECNET_ERR_PIN_MISMATCH` before any connection (the message says
+ * no updater pin is recorded; both last-error fingerprints are empty).
+ * No traffic happens yet.
+ *
+ * Ownership: `*out` is owned by the caller; free it with
+ * `decnet_updater_free`. `identity` stays the caller's. Thread-safe.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PIN_MISMATCH`,
+ * `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_updater_new_from_host_json(const struct decnet_identity *identity,
+                                                     const char *host_json,
+                                                     uint16_t port,
+                                                     uint32_t hostname_verification,
+                                                     struct decnet_updater **out);
+
+/**
+ * Makes an updater client from an address, a port (0 means 8766) and the
+ * updater's pin (required: hex SHA-256, any case, `:` allowed). Otherwise
+ * as `decnet_updater_new_from_host_json`.
+ */
+enum decnet_result decnet_updater_new(const struct decnet_identity *identity,
+                                      const char *address,
+                                      uint16_t port,
+                                      const char *pin,
+                                      uint32_t hostname_verification,
+                                      struct decnet_updater **out);
+
+/**
+ * Frees an updater client and closes its connections. NULL is a no-op.
+ * Call it once, after every thread has finished using the handle.
+ */
+void decnet_updater_free(struct decnet_updater *updater);
+
+/**
+ * Reads the timeouts of `profile` (a `decnet_updater_profile` value).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (unknown profile), `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_updater_get_timeouts(const struct decnet_updater *updater,
+                                               uint32_t profile,
+                                               struct decnet_timeouts *out);
+
+/**
+ * Replaces the timeouts of `profile` for later calls; `connect_ms`,
+ * `read_ms` and `write_ms` must be greater than zero.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_updater_set_timeouts(const struct decnet_updater *updater,
+                                               uint32_t profile,
+                                               const struct decnet_timeouts *timeouts);
+
+/**
+ * `GET /health`. On success `*out_json` holds the updater's JSON object,
+ * owned by the caller (free with `decnet_string_free`).
+ *
+ * Every call below follows the same rules. Thread-safe. Results:
+ * `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_INVALID_ARGUMENT`,
+ * `DECNET_ERR_IO` (tarball file), `DECNET_ERR_CONNECT`, `DECNET_ERR_TLS`,
+ * `DECNET_ERR_PIN_MISMATCH`, `DECNET_ERR_TIMEOUT`,
+ * `DECNET_ERR_HTTP_STATUS` (status, body and, for a `detail` object,
+ * `decnet_last_error_update_*` in the last-error detail),
+ * `DECNET_ERR_PROTOCOL`, `DECNET_ERR_CONNECTION_LOST`, `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_updater_health(const struct decnet_updater *updater, char **out_json);
+
+/**
+ * `GET /releases`. See `decnet_updater_health`.
+ */
+enum decnet_result decnet_updater_releases(const struct decnet_updater *updater, char **out_json);
+
+/**
+ * `POST /rollback` to the previous release (404 when none). See
+ * `decnet_updater_health`.
+ */
+enum decnet_result decnet_updater_rollback(const struct decnet_updater *updater, char **out_json);
+
+/**
+ * `POST /update` of a tarball: the file at `tarball_path` (streamed from
+ * disk) when it is not NULL, else the `tarball_len` bytes at
+ * `tarball_data`; `sha` (may be empty, not NULL) is sent for provenance and
+ * the SHA-256 is computed here. A 409 (rolled back) or 500 is
+ * `DECNET_ERR_HTTP_STATUS` with `decnet_last_error_update_error`,
+ * `_update_stderr` and `_rolled_back` set. See `decnet_updater_health`.
+ */
+enum decnet_result decnet_updater_update(const struct decnet_updater *updater,
+                                         const char *tarball_path,
+                                         const uint8_t *tarball_data,
+                                         size_t tarball_len,
+                                         const char *sha,
+                                         char **out_json);
+
+/**
+ * `POST /update-self` (with `confirm_self=true`), the tarball as in
+ * `decnet_updater_update`. Two successes: the updater answered, and
+ * `*out_json` holds its body with `*out_connection_closed` false; or the
+ * whole request was sent and the updater closed the connection before or
+ * while answering (it re-executes itself), and `*out_json` is NULL with
+ * `*out_connection_closed` true: confirm with
+ * `decnet_updater_wait_for_release`. A connection lost during the upload
+ * is `DECNET_ERR_CONNECTION_LOST`. See `decnet_updater_health`.
+ */
+enum decnet_result decnet_updater_update_self(const struct decnet_updater *updater,
+                                              const char *tarball_path,
+                                              const uint8_t *tarball_data,
+                                              size_t tarball_len,
+                                              const char *sha,
+                                              bool *out_connection_closed,
+                                              char **out_json);
+
+/**
+ * Polls `GET /health` every `interval_ms` until the active release has git
+ * SHA `sha`, for at most `deadline_ms`; `*out_json` then holds that health
+ * body. Past the deadline: `DECNET_ERR_TIMEOUT`. See
+ * `decnet_updater_health`.
+ */
+enum decnet_result decnet_updater_wait_for_release(const struct decnet_updater *updater,
+                                                   const char *sha,
+                                                   uint64_t deadline_ms,
+                                                   uint64_t interval_ms,
+                                                   char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -82,6 +82,10 @@ __all__ = [
     "fingerprint_file",
     "ensure_ca",
     "issue_worker_bundle",
+    "UpdaterClient",
+    "SelfUpdateResult",
+    "UPDATER_PROFILES",
+    "enroll",
 ]
 
 #: The environment variable naming the shared library to load.
@@ -165,6 +169,10 @@ class _IdentityStruct(_Opaque):
     """`struct decnet_identity` (opaque)."""
 
 
+class _UpdaterStruct(_Opaque):
+    """`struct decnet_updater` (opaque)."""
+
+
 class _CTimeouts(Structure):
     """`struct decnet_timeouts`: one profile's timeouts, in milliseconds."""
 
@@ -187,6 +195,7 @@ class _CHandshakeCounts(Structure):
 
 _ClientPtr = POINTER(_ClientStruct)
 _IdentityPtr = POINTER(_IdentityStruct)
+_UpdaterPtr = POINTER(_UpdaterStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
 
@@ -251,6 +260,42 @@ _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
     "decnet_fingerprint_file": (_Result, [c_char_p, POINTER(_OwnedStr)]),
     "decnet_topology_hash": (_Result, [c_char_p, POINTER(_OwnedStr)]),
     "decnet_result_name": (c_char_p, [c_uint32]),
+    # the updater channel and enrollment
+    "decnet_last_error_update_error": (c_char_p, []),
+    "decnet_last_error_update_stderr": (c_char_p, []),
+    "decnet_last_error_rolled_back": (ctypes.c_int32, []),
+    "decnet_updater_new_from_host_json": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint16, c_uint32, POINTER(_UpdaterPtr)],
+    ),
+    "decnet_updater_new": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint16, c_char_p, c_uint32, POINTER(_UpdaterPtr)],
+    ),
+    "decnet_updater_free": (None, [_UpdaterPtr]),
+    "decnet_updater_get_timeouts": (_Result, [_UpdaterPtr, c_uint32, POINTER(_CTimeouts)]),
+    "decnet_updater_set_timeouts": (_Result, [_UpdaterPtr, c_uint32, POINTER(_CTimeouts)]),
+    "decnet_updater_health": (_Result, [_UpdaterPtr, POINTER(_OwnedStr)]),
+    "decnet_updater_releases": (_Result, [_UpdaterPtr, POINTER(_OwnedStr)]),
+    "decnet_updater_rollback": (_Result, [_UpdaterPtr, POINTER(_OwnedStr)]),
+    "decnet_updater_update": (
+        _Result,
+        [_UpdaterPtr, c_char_p, POINTER(ctypes.c_uint8), c_size_t, c_char_p, POINTER(_OwnedStr)],
+    ),
+    "decnet_updater_update_self": (
+        _Result,
+        [_UpdaterPtr, c_char_p, POINTER(ctypes.c_uint8), c_size_t, c_char_p, POINTER(c_bool),
+         POINTER(_OwnedStr)],
+    ),
+    "decnet_updater_wait_for_release": (
+        _Result,
+        [_UpdaterPtr, c_char_p, c_uint64, c_uint64, POINTER(_OwnedStr)],
+    ),
+    "decnet_enroll": (
+        _Result,
+        [c_char_p, c_char_p, c_char_p, POINTER(c_char_p), c_size_t, c_uint16, c_bool, c_bool,
+         POINTER(_OwnedStr)],
+    ),
 }
 
 _missing = [name for name in _SIGNATURES if not hasattr(lib, name)]
@@ -374,14 +419,23 @@ class HTTPStatusError(DecnetError):
         body: the raw response body (text).
         detail: the ``detail`` member of a JSON error body (a string, or a
             list of validation problems for 422); None when absent.
+        update_error, update_stderr, rolled_back: ``detail.error``,
+            ``detail.stderr`` and ``detail.rolled_back`` when ``detail`` is an
+            object (the updater's 409 and 500), read from the library's
+            last-error record; None otherwise.
     """
 
     code = 9
 
-    def __init__(self, message: str, *, status: int = 0, body: Optional[str] = None, **kw: Any):
+    def __init__(self, message: str, *, status: int = 0, body: Optional[str] = None,
+                 update_error: Optional[str] = None, update_stderr: Optional[str] = None,
+                 rolled_back: Optional[bool] = None, **kw: Any):
         super().__init__(message, **kw)
         self.status = status
         self.body = body
+        self.update_error = update_error
+        self.update_stderr = update_stderr
+        self.rolled_back = rolled_back
         self.detail: Any = None
         if body:
             try:
@@ -479,6 +533,10 @@ def last_error(result: int) -> DecnetError:
     if cls is HTTPStatusError:
         kw["status"] = int(lib.decnet_last_error_http_status())
         kw["body"] = _text(lib.decnet_last_error_http_body())
+        kw["update_error"] = _text(lib.decnet_last_error_update_error())
+        kw["update_stderr"] = _text(lib.decnet_last_error_update_stderr())
+        rolled_back = int(lib.decnet_last_error_rolled_back())
+        kw["rolled_back"] = None if rolled_back < 0 else bool(rolled_back)
     elif cls is PinMismatchError:
         kw["expected"] = _text(lib.decnet_last_error_expected_fingerprint())
         kw["actual"] = _text(lib.decnet_last_error_actual_fingerprint())
@@ -1034,3 +1092,176 @@ def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.P
         lib.decnet_pki_issue_worker_bundle,
         _c_path(ca_dir, "ca_dir", optional=True), _c_text(name, "name"), array, count,
         validity_days, _c_path(out_dir, "out_dir"))
+
+
+# ---------------------------------------------------------------------------
+# The updater channel and enrollment
+# ---------------------------------------------------------------------------
+
+#: Updater timeout profile names and their `decnet_updater_profile` codes.
+UPDATER_PROFILES: Dict[str, int] = {"control": 0, "update": 1}
+
+
+class SelfUpdateResult(NamedTuple):
+    """How :meth:`UpdaterClient.update_self` succeeded.
+
+    ``connection_closed`` True: the whole request was sent and the updater
+    closed the connection before or while answering (it re-executes itself);
+    ``body`` is None; confirm with :meth:`UpdaterClient.wait_for_release`.
+    Otherwise ``body`` is the updater's 200 answer.
+    """
+
+    connection_closed: bool
+    body: Optional[Dict[str, Any]]
+
+
+def _port(port: Any) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise _invalid("port", f"must be an integer from 0 to 65535, not {port!r}")
+    return port
+
+
+def _tarball(tarball: Any) -> "tuple[Optional[bytes], Any, int, Any]":
+    """(path, data pointer, length, owner) for a tarball given as bytes or as a path; keep
+    ``owner`` alive for the call (the pointer points into it, no copy of ``bytes``)."""
+    if isinstance(tarball, (bytes, bytearray, memoryview)):
+        data = tarball if isinstance(tarball, bytes) else bytes(tarball)
+        owner = c_char_p(data)
+        return None, ctypes.cast(owner, POINTER(ctypes.c_uint8)), len(data), owner
+    return _c_path(tarball, "tarball"), None, 0, None
+
+
+def _updater_profile(profile: Union[str, int]) -> int:
+    if isinstance(profile, int) and not isinstance(profile, bool):
+        return profile
+    try:
+        return UPDATER_PROFILES[profile]
+    except (KeyError, TypeError):
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(UPDATER_PROFILES)}") from None
+
+
+class UpdaterClient(_HandleOwner):
+    """A client for one worker's updater (port 8766 by default), pinned always.
+
+    Make one with :meth:`from_host` (the pin is the record's
+    ``updater_cert_fingerprint``; a record without one is refused with
+    :class:`PinMismatchError` before any connection) or :meth:`connect_to`.
+    Thread-safe, closed like :class:`Client`.
+    """
+
+    def __init__(self, _pointer: Any):
+        """Internal: use :meth:`from_host` or :meth:`connect_to`."""
+        if not isinstance(_pointer, _UpdaterPtr) or not _pointer:
+            raise TypeError("use UpdaterClient.from_host() or UpdaterClient.connect_to()")
+        self._handle = _Handle(_pointer, lib.decnet_updater_free, "updater client")
+
+    @classmethod
+    def from_host(cls, identity: Identity, host_record: Union[Dict[str, Any], str], port: int = 0,
+                  verify_hostname: Optional[bool] = None) -> "UpdaterClient":
+        """A client for the updater of the worker in ``host_record`` (dict or JSON text):
+        its ``address``, ``name`` and ``updater_cert_fingerprint``; ``port`` 0 means 8766."""
+        out = _UpdaterPtr()
+        record = _c_json(host_record, "host_record")
+        with identity._handle as id_pointer:
+            _check(lib.decnet_updater_new_from_host_json(
+                id_pointer, record, _port(port), _hostname_choice(verify_hostname), byref(out)))
+        return cls(out)
+
+    @classmethod
+    def connect_to(cls, identity: Identity, address: str, port: int, pin: str,
+                   verify_hostname: Optional[bool] = None) -> "UpdaterClient":
+        """A client for the updater at ``address``:``port`` (0: 8766) whose certificate has
+        fingerprint ``pin`` (required)."""
+        out = _UpdaterPtr()
+        with identity._handle as id_pointer:
+            _check(lib.decnet_updater_new(
+                id_pointer, _c_text(address, "address"), _port(port), _c_text(pin, "pin"),
+                _hostname_choice(verify_hostname), byref(out)))
+        return cls(out)
+
+    def get_timeouts(self, profile: Union[str, int]) -> Timeouts:
+        """The timeouts of ``profile`` (``"control"`` or ``"update"``), in seconds."""
+        out = _CTimeouts()
+        with self._handle as pointer:
+            _check(lib.decnet_updater_get_timeouts(pointer, _updater_profile(profile), byref(out)))
+        return Timeouts(out.connect_ms / 1000.0, out.read_ms / 1000.0,
+                        out.write_ms / 1000.0, out.pool_ms / 1000.0)
+
+    def set_timeouts(self, profile: Union[str, int], *, connect: Optional[float] = None,
+                     read: Optional[float] = None, write: Optional[float] = None) -> Timeouts:
+        """Changes the timeouts of ``profile`` (seconds); omitted ones are kept."""
+        current = self.get_timeouts(profile)
+        value = _CTimeouts(
+            _to_ms(current.connect if connect is None else connect, "connect"),
+            _to_ms(current.read if read is None else read, "read"),
+            _to_ms(current.write if write is None else write, "write"),
+            _to_ms(current.pool, "pool"))
+        with self._handle as pointer:
+            _check(lib.decnet_updater_set_timeouts(pointer, _updater_profile(profile), byref(value)))
+        return self.get_timeouts(profile)
+
+    def health(self) -> Dict[str, Any]:
+        """``GET /health``: ``{"status": "ok", "role": "updater", "releases": [...]}``."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_updater_health, pointer)
+
+    def releases(self) -> Dict[str, Any]:
+        """``GET /releases``: ``{"releases": [...]}``."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_updater_releases, pointer)
+
+    def rollback(self) -> Dict[str, Any]:
+        """``POST /rollback`` to the previous release (404 when there is none)."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_updater_rollback, pointer)
+
+    def update(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> Dict[str, Any]:
+        """``POST /update`` of ``tarball`` (bytes, or a file path streamed from disk) with the
+        git ``sha``; the SHA-256 is computed by the library. A 409 (rolled back) or 500 raises
+        :class:`HTTPStatusError` with ``update_error``, ``update_stderr`` and ``rolled_back``."""
+        path, data, length, _owner = _tarball(tarball)
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_updater_update, pointer, path, data, length,
+                                  _c_text(sha, "sha"))
+
+    def update_self(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> SelfUpdateResult:
+        """``POST /update-self``: see :class:`SelfUpdateResult`. A connection lost during the
+        upload raises :class:`ConnectionLostError`."""
+        path, data, length, _owner = _tarball(tarball)
+        closed = c_bool(False)
+        out = _OwnedStr()
+        with self._handle as pointer:
+            result = lib.decnet_updater_update_self(
+                pointer, path, data, length, _c_text(sha, "sha"), byref(closed), byref(out))
+            if result != DECNET_OK:
+                raise last_error(result)
+        if closed.value:
+            return SelfUpdateResult(True, None)
+        return SelfUpdateResult(False, json.loads(_take_string(out)))
+
+    def wait_for_release(self, sha: str, deadline: float = 120.0, interval: float = 1.0) -> Dict[str, Any]:
+        """Polls ``GET /health`` every ``interval`` seconds until the active release is ``sha``,
+        for at most ``deadline`` seconds (then :class:`AgentTimeoutError`); returns that health."""
+        with self._handle as pointer:
+            return _call_for_json(lib.decnet_updater_wait_for_release, pointer, _c_text(sha, "sha"),
+                                  _to_ms(deadline, "deadline"), _to_ms(interval, "interval"))
+
+    def __repr__(self) -> str:
+        return "<UpdaterClient closed>" if self.closed else "<UpdaterClient>"
+
+
+def enroll(name: str, address: str, sans: Iterable[str] = (), agent_port: int = 0,
+           with_updater: bool = True, reissue: bool = False,
+           ca_dir: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
+    """Enrolls worker ``name`` at ``address`` with the CA in ``ca_dir`` (default
+    ``$HOME/.decnet/ca``; it must exist) and returns its host record.
+
+    Writes ``<ca_dir>/workers/<name>/{ca.crt,worker.crt,worker.key}`` and, with
+    ``with_updater``, ``<ca_dir>/workers/<name>/updater/{updater.crt,updater.key}``.
+    A name already enrolled raises :class:`InvalidArgumentError` unless ``reissue``.
+    """
+    array, count = _c_str_array(sans, "sans")
+    return _call_for_json(
+        lib.decnet_enroll, _c_path(ca_dir, "ca_dir", optional=True), _c_text(name, "name"),
+        _c_text(address, "address"), array, count, _port(agent_port), bool(with_updater),
+        bool(reissue))

@@ -1,34 +1,29 @@
 //! The agent client: host records, timeout profiles and the nine worker
-//! RPCs. The one place that knows the worker's endpoints.
+//! RPCs. The one place that knows the worker agent's endpoints; the
+//! exchange itself is in `rpc`.
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use serde_json::{json, Map, Value};
-use ureq::http::{Method, Response};
-use ureq::{Agent, Body, RequestBuilder};
 
-use crate::error::{Error, Result, TimeoutPhase};
+use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::json;
 use crate::pki;
+use crate::rpc::{self, Channel};
+pub use crate::rpc::{
+    interpret_response, HostnameVerification, Timeouts, DEFAULT_MAX_RESPONSE_BYTES,
+    VERIFY_HOSTNAME_ENV,
+};
 pub use crate::tls::HandshakeCounts;
-use crate::tls::{DeferredResolver, PeerPolicy, PinnedConnector, StaleConnection, TlsSession};
 use crate::topology;
 
 /// The worker agent's default port.
 pub const DEFAULT_AGENT_PORT: u16 = 8765;
-/// Default cap on a response body, in bytes (16 MiB).
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
-/// Environment variable that decides hostname verification when a client
-/// is made with [`HostnameVerification::FromEnvironment`].
-pub const VERIFY_HOSTNAME_ENV: &str = "DECNET_VERIFY_HOSTNAME";
-/// Idle connections kept per client.
-const MAX_IDLE_CONNECTIONS: usize = 32;
 
 /// A worker as the master records it. Unknown JSON fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,10 +120,7 @@ impl HostRecord {
 
     /// `host:port`, with brackets around an IPv6 address.
     pub fn authority(&self) -> String {
-        match self.address.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.address, self.port),
-            _ => format!("{}:{}", self.address, self.port),
-        }
+        rpc::authority(&self.address, self.port)
     }
 }
 
@@ -165,41 +157,6 @@ fn check_address(address: &str) -> Result<String> {
         ));
     }
     Ok(bare.to_string())
-}
-
-/// Whether the worker's certificate must name the address dialled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostnameVerification {
-    /// Check the name or IP against the certificate's SANs.
-    On,
-    /// Check only the chain to the CA (and the pin, if any).
-    Off,
-    /// Read `DECNET_VERIFY_HOSTNAME` (`true`/`false`); on when unset.
-    FromEnvironment,
-}
-
-impl HostnameVerification {
-    /// Resolves the choice to on (`true`) or off.
-    pub fn resolve(self) -> Result<bool> {
-        match self {
-            HostnameVerification::On => Ok(true),
-            HostnameVerification::Off => Ok(false),
-            HostnameVerification::FromEnvironment => match std::env::var(VERIFY_HOSTNAME_ENV) {
-                Err(std::env::VarError::NotPresent) => Ok(true),
-                Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => Ok(true),
-                    "false" | "0" | "no" | "off" => Ok(false),
-                    _ => Err(Error::invalid(
-                        VERIFY_HOSTNAME_ENV,
-                        format!("{value:?} is neither true nor false"),
-                    )),
-                },
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    Err(Error::invalid(VERIFY_HOSTNAME_ENV, "is not valid UTF-8"))
-                }
-            },
-        }
-    }
 }
 
 /// The timeout profiles of the worker contract.
@@ -258,44 +215,6 @@ impl Profile {
     }
 }
 
-/// The timeouts of one profile.
-///
-/// Each bounds one phase of a call as a whole, however the worker paces
-/// its bytes: `connect` bounds name resolution, the TCP connect and the
-/// entire TLS handshake together; `write` bounds sending the whole request,
-/// head and body (also to a worker that stops reading); `read` bounds
-/// waiting for the answer and reading all of it, head and body together.
-/// A phase that runs out ends the call with [`Error::Timeout`] naming it,
-/// within a few milliseconds of the value. `pool` is kept for the
-/// contract's table but has no effect: the pool never makes a call wait, it
-/// opens a new connection when no idle one is free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Connection setup: TCP connect and TLS handshake.
-    pub connect: Duration,
-    /// Waiting for the response headers; reading the response body.
-    pub read: Duration,
-    /// Sending the request.
-    pub write: Duration,
-    /// Waiting for a pooled connection (no effect, see above).
-    pub pool: Duration,
-}
-
-impl Timeouts {
-    fn check(&self) -> Result<()> {
-        for (name, d) in [
-            ("connect", self.connect),
-            ("read", self.read),
-            ("write", self.write),
-        ] {
-            if d.is_zero() {
-                return Err(Error::invalid(name, "timeout must be greater than zero"));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A client for one worker agent.
 ///
 /// `Send + Sync`: share it between threads (`Arc<AgentClient>`); calls block
@@ -304,11 +223,8 @@ impl Timeouts {
 /// inside its own TLS handshake.
 pub struct AgentClient {
     record: HostRecord,
-    base_url: String,
-    agent: Agent,
-    session: Arc<TlsSession>,
+    channel: Channel,
     profiles: RwLock<[Timeouts; 4]>,
-    max_response_bytes: AtomicU64,
 }
 
 impl fmt::Debug for AgentClient {
@@ -324,43 +240,17 @@ impl AgentClient {
         record: HostRecord,
         hostname: HostnameVerification,
     ) -> Result<Self> {
-        let verify_hostname = hostname.resolve()?;
-        let server_name = ServerName::try_from(record.address.clone())
-            .map_err(|_| Error::invalid("address", "not usable as a TLS server name"))?;
-        let session = Arc::new(TlsSession::new(
+        let channel = Channel::new(
             identity,
-            PeerPolicy {
-                address: record.authority(),
-                host: record.address.clone(),
-                port: record.port,
-                server_name,
-                verify_hostname,
-                pin: record.pin.clone(),
-            },
-        )?);
-        let config = Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .https_only(true)
-            .proxy(None)
-            .max_idle_connections(MAX_IDLE_CONNECTIONS)
-            .max_idle_connections_per_host(MAX_IDLE_CONNECTIONS)
-            .user_agent(concat!("decnet-agent-client/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let agent = Agent::with_parts(
-            config,
-            PinnedConnector {
-                session: session.clone(),
-            },
-            DeferredResolver,
-        );
+            &record.address,
+            record.port,
+            record.pin.clone(),
+            hostname,
+        )?;
         Ok(AgentClient {
-            base_url: format!("https://{}", record.authority()),
             record,
-            agent,
-            session,
+            channel,
             profiles: RwLock::new(Profile::ALL.map(Profile::default_timeouts)),
-            max_response_bytes: AtomicU64::new(DEFAULT_MAX_RESPONSE_BYTES),
         })
     }
 
@@ -396,8 +286,8 @@ impl AgentClient {
     /// client certificate says so only after the handshake, so that failure
     /// surfaces on the first call.
     pub fn connect(&self) -> Result<()> {
-        self.session
-            .open_warm(self.timeouts(Profile::Control).connect)
+        self.channel
+            .connect(self.timeouts(Profile::Control).connect)
     }
 
     /// The timeouts of `profile`.
@@ -415,46 +305,42 @@ impl AgentClient {
 
     /// The cap on a response body, in bytes.
     pub fn max_response_bytes(&self) -> u64 {
-        self.max_response_bytes.load(Ordering::Relaxed)
+        self.channel.max_response_bytes()
     }
 
     /// Sets the cap on a response body (at least 1 byte). A larger body is a
     /// protocol error, and no more than the cap is read into memory.
     pub fn set_max_response_bytes(&self, limit: u64) -> Result<()> {
-        if limit == 0 {
-            return Err(Error::invalid("max_response_bytes", "must be at least 1"));
-        }
-        self.max_response_bytes.store(limit, Ordering::Relaxed);
-        Ok(())
+        self.channel.set_max_response_bytes(limit)
     }
 
     /// TLS handshakes this client has completed, full and resumed; each
     /// was verified and pinned.
     pub fn handshake_count(&self) -> u64 {
-        let counts = self.session.handshakes();
+        let counts = self.channel.handshakes();
         counts.full + counts.resumed
     }
 
     /// TLS handshakes this client has completed, by kind.
     pub fn handshake_counts(&self) -> HandshakeCounts {
-        self.session.handshakes()
+        self.channel.handshakes()
     }
 
     /// Turns TLS 1.3 session resumption on (the default) or off for the
     /// connections this client opens from now on. Off, every new connection
     /// pays a full handshake.
     pub fn set_session_resumption(&self, on: bool) {
-        self.session.set_resumption(on);
+        self.channel.set_resumption(on);
     }
 
     /// Whether new connections may resume a TLS 1.3 session.
     pub fn session_resumption(&self) -> bool {
-        self.session.resumption()
+        self.channel.resumption()
     }
 
     /// Times this client's certificate verifier ran (one per full handshake).
     pub fn verification_count(&self) -> u64 {
-        self.session.verifications()
+        self.channel.verifications()
     }
 
     /// `GET /health`.
@@ -552,183 +438,17 @@ impl AgentClient {
         self.get("/topology/state", Profile::Control)
     }
 
-    /// A GET is idempotent: when it fails on a connection the worker had
-    /// closed while idle, before any response byte, it is sent once more on
-    /// a new connection.
     fn get(&self, path: &str, profile: Profile) -> Result<Value> {
-        match self.exchange(Method::GET, path, None, profile) {
-            Err(Exchange::Stale(_)) => self.exchange(Method::GET, path, None, profile),
-            other => other,
-        }
-        .map_err(|e| e.into_error(&self.record, false))
-        .and_then(|response| self.read_response(response))
+        self.channel.get(path, self.timeouts(profile))
     }
 
-    /// A POST is never sent twice; when its connection dies the error says
-    /// whether the worker may have received it.
     fn post(&self, path: &str, body: Option<&Value>, profile: Profile) -> Result<Value> {
         let bytes = body.map(|b| b.to_string().into_bytes());
         self.post_bytes(path, bytes.as_deref(), profile)
     }
 
     fn post_bytes(&self, path: &str, body: Option<&[u8]>, profile: Profile) -> Result<Value> {
-        self.exchange(Method::POST, path, body, profile)
-            .map_err(|e| e.into_error(&self.record, true))
-            .and_then(|response| self.read_response(response))
-    }
-
-    fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&[u8]>,
-        profile: Profile,
-    ) -> std::result::Result<Response<Body>, Exchange> {
-        let timeouts = self.timeouts(profile);
-        let url = format!("{}{path}", self.base_url);
-        let result = if method == Method::GET {
-            with_timeouts(self.agent.get(&url), timeouts)
-                .header("accept", "application/json")
-                .call()
-        } else {
-            let request =
-                with_timeouts(self.agent.post(&url), timeouts).header("accept", "application/json");
-            match body {
-                Some(bytes) => request
-                    .header("content-type", "application/json")
-                    .send(bytes),
-                None => request.send_empty(),
-            }
-        };
-        result.map_err(|error| match error {
-            ureq::Error::Other(inner) => match inner.downcast::<StaleConnection>() {
-                Ok(stale) => Exchange::Stale(stale.reason),
-                Err(inner) => Exchange::Failed(ureq::Error::Other(inner)),
-            },
-            other => Exchange::Failed(other),
-        })
-    }
-
-    fn read_response(&self, mut response: Response<Body>) -> Result<Value> {
-        let status = response.status().as_u16();
-        let limit = self.max_response_bytes();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => {
-                    Error::protocol(format!("response body exceeds {limit} bytes"))
-                }
-                other => Exchange::Failed(other).into_error(&self.record, false),
-            })?;
-        interpret_response(status, &bytes)
-    }
-}
-
-/// Turns a worker's answer into the RPC's result: a 2xx body must be a JSON
-/// object and is returned parsed; any other status is
-/// [`Error::HttpStatus`] with the body and, when the body is JSON with a
-/// `detail` member, that detail as text.
-pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
-    if (200..300).contains(&status) {
-        match json::from_slice(body) {
-            Ok(value @ Value::Object(_)) => Ok(value),
-            Ok(_) => Err(Error::protocol(format!(
-                "HTTP {status} body is JSON but not an object"
-            ))),
-            Err(e) => Err(Error::protocol(format!(
-                "HTTP {status} body is not JSON: {e}"
-            ))),
-        }
-    } else {
-        let detail = json::from_slice(body)
-            .ok()
-            .and_then(|v| v.get("detail").cloned())
-            .map(|d| match d {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-        Err(Error::HttpStatus {
-            status,
-            body: String::from_utf8_lossy(body).into_owned(),
-            detail,
-        })
-    }
-}
-
-/// Applies a profile to one request (see [`Timeouts`] for the mapping).
-fn with_timeouts<B>(request: RequestBuilder<B>, t: Timeouts) -> RequestBuilder<B> {
-    request
-        .config()
-        .timeout_resolve(Some(t.connect))
-        .timeout_connect(Some(t.connect))
-        .timeout_send_request(Some(t.write))
-        .timeout_send_body(Some(t.write))
-        .timeout_recv_response(Some(t.read))
-        .timeout_recv_body(Some(t.read))
-        .build()
-}
-
-/// How one attempt ended, before it is mapped to the taxonomy.
-enum Exchange {
-    /// The reused connection was closed by the worker before any response byte.
-    Stale(String),
-    /// Any other failure.
-    Failed(ureq::Error),
-}
-
-impl Exchange {
-    fn into_error(self, record: &HostRecord, is_post: bool) -> Error {
-        let address = record.authority();
-        match self {
-            Exchange::Stale(reason) => Error::ConnectionLost {
-                address,
-                reason,
-                may_have_reached_worker: is_post,
-            },
-            Exchange::Failed(error) => map_ureq_error(error, address),
-        }
-    }
-}
-
-fn map_ureq_error(error: ureq::Error, address: String) -> Error {
-    use ureq::Timeout as T;
-    match error {
-        ureq::Error::Other(inner) => match inner.downcast::<Error>() {
-            Ok(ours) => *ours,
-            Err(other) => Error::internal(other.to_string()),
-        },
-        ureq::Error::Timeout(which) => Error::Timeout {
-            address,
-            phase: match which {
-                T::Resolve | T::Connect => TimeoutPhase::Connect,
-                T::SendRequest | T::SendBody | T::PerWrite => TimeoutPhase::Write,
-                _ => TimeoutPhase::Read,
-            },
-        },
-        ureq::Error::HostNotFound => Error::Connect {
-            address,
-            reason: "the name does not resolve".into(),
-        },
-        ureq::Error::ConnectionFailed => Error::Connect {
-            address,
-            reason: "connection failed".into(),
-        },
-        ureq::Error::Io(e) => Error::ConnectionLost {
-            address,
-            reason: e.to_string(),
-            may_have_reached_worker: true,
-        },
-        ureq::Error::BodyExceedsLimit(n) => {
-            Error::protocol(format!("response body exceeds {n} bytes"))
-        }
-        ureq::Error::BadUri(e) => Error::invalid("address", e),
-        other @ (ureq::Error::Protocol(_)
-        | ureq::Error::LargeResponseHeader(..)
-        | ureq::Error::BodyStalled) => Error::protocol(other.to_string()),
-        other => Error::internal(other.to_string()),
+        self.channel.post(path, body, self.timeouts(profile))
     }
 }
 

@@ -96,17 +96,20 @@ pub enum Error {
         reason: String,
     },
 
-    /// The worker's certificate does not match the pinned fingerprint.
+    /// The worker's certificate does not match the pinned fingerprint, or
+    /// (empty `expected`) a channel that requires a pin has none recorded.
     /// A security event: never retry it as transient.
-    #[error(
-        "certificate pin mismatch for {address}: expected {}…, got {}…",
-        &expected[..expected.len().min(16)],
-        &actual[..actual.len().min(16)]
-    )]
+    #[error("{}", if expected.is_empty() {
+        format!("no updater pin is recorded for {address} (updater_cert_fingerprint is null): refusing to connect")
+    } else {
+        format!("certificate pin mismatch for {address}: expected {}…, got {}…",
+            &expected[..expected.len().min(16)], &actual[..actual.len().min(16)])
+    })]
     PinMismatch {
         /// `host:port` of the worker.
         address: String,
-        /// The pinned fingerprint (64 lowercase hex characters).
+        /// The pinned fingerprint (64 lowercase hex characters); empty when
+        /// no pin is recorded.
         expected: String,
         /// The fingerprint the worker presented.
         actual: String,

@@ -1,23 +1,29 @@
 //! decnet-agent-client: drive DECNET honeypot worker agents over mutual TLS.
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
-//! [`identity`] → `tls` → [`client`]; [`topology`] is pure.
+//! [`identity`] → `tls` → `rpc` (one exchange, shared by
+//! every client) → [`client`]; [`topology`] is pure.
 
 pub mod client;
+pub mod enroll;
 pub mod error;
 pub mod ffi;
 mod hex;
 pub mod identity;
 mod json;
 pub mod pki;
+mod rpc;
 mod secure_fs;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;
 pub mod topology;
+pub mod updater;
 
 pub use client::{
     AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
 };
+pub use enroll::{enroll, EnrollRequest, Enrolled};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use identity::Identity;
+pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};

@@ -72,6 +72,12 @@ _EXPECTED_CTYPES = {
     "decnet_timeouts *": POINTER(dac._CTimeouts),
     "const decnet_timeouts *": POINTER(dac._CTimeouts),
     "decnet_handshake_counts *": POINTER(dac._CHandshakeCounts),
+    "int32_t": ctypes.c_int32,
+    "bool *": POINTER(c_bool),
+    "const uint8_t *": POINTER(ctypes.c_uint8),
+    "const decnet_updater *": dac._UpdaterPtr,
+    "decnet_updater *": dac._UpdaterPtr,
+    "decnet_updater * *": POINTER(dac._UpdaterPtr),
 }
 
 

@@ -15,6 +15,9 @@ use decnet_agent_client::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
 use decnet_agent_client::{topology, Error, ErrorKind, Identity, Result};
 use serde_json::{json, Value};
 
+#[path = "cli/updater.rs"]
+mod updater;
+
 /// Exit statuses, one per error kind: 10 + the kind's stable code.
 const EXIT_CODES: &str = "\
 Exit status:
@@ -144,19 +147,37 @@ enum Command {
     Connect,
     /// Create or load the CA and the master identity in --ca-dir
     IdentityEnsure,
-    /// Issue a worker bundle (ca.crt, worker.crt, worker.key) into a folder
+    /// Enroll a worker: with --address, write its agent and updater bundles
+    /// under <ca-dir>/workers/NAME/ and print its host record (agent port:
+    /// --port); with --out DIR, only issue a bundle (ca.crt, worker.crt,
+    /// worker.key) into DIR
     Enroll {
         /// The worker's name (certificate CN and a DNS SAN)
         name: String,
-        /// Folder to write the bundle to (created 0700)
-        #[arg(long, value_name = "DIR")]
-        out: PathBuf,
+        /// Only issue a bundle into this folder (created 0700)
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["no_updater", "reissue"])]
+        out: Option<PathBuf>,
         /// Subject alternative names (IP addresses or DNS names); repeatable
         #[arg(long = "san", value_name = "NAME_OR_IP")]
         sans: Vec<String>,
-        /// Validity in days
-        #[arg(long, default_value_t = LEAF_VALIDITY_DAYS)]
+        /// Validity in days, with --out
+        #[arg(long, default_value_t = LEAF_VALIDITY_DAYS, requires = "out")]
         days: u32,
+        /// Issue no updater identity (the record's updater pin is null)
+        #[arg(long)]
+        no_updater: bool,
+        /// Replace an existing enrollment of NAME
+        #[arg(long)]
+        reissue: bool,
+    },
+    /// Calls to the worker's updater (pinned with the record's
+    /// updater_cert_fingerprint, or --pin; never unpinned)
+    Updater {
+        /// The updater's port [default: 8766]
+        #[arg(long, value_name = "PORT")]
+        updater_port: Option<u16>,
+        #[command(subcommand)]
+        call: updater::UpdaterCall,
     },
     /// Fingerprint (SHA-256 of the DER, lowercase hex) of a certificate file
     Fingerprint {
@@ -250,11 +271,7 @@ fn client(cli: &Cli) -> Result<AgentClient> {
         Some(pin) => record.with_pin(Some(pin))?,
         None => record,
     };
-    let hostname = match cli.verify_hostname {
-        Some(true) => HostnameVerification::On,
-        Some(false) => HostnameVerification::Off,
-        None => HostnameVerification::FromEnvironment,
-    };
+    let hostname = hostname_choice(cli);
     // Load, never create: a CA made here could not talk to any worker.
     let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
     let client = AgentClient::new(&identity, record, hostname)?;
@@ -273,6 +290,14 @@ fn client(cli: &Cli) -> Result<AgentClient> {
         client.set_timeouts(profile, t)?;
     }
     Ok(client)
+}
+
+fn hostname_choice(cli: &Cli) -> HostnameVerification {
+    match cli.verify_hostname {
+        Some(true) => HostnameVerification::On,
+        Some(false) => HostnameVerification::Off,
+        None => HostnameVerification::FromEnvironment,
+    }
 }
 
 fn reads_stdin(command: &Command) -> bool {
@@ -348,14 +373,24 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
         }
         Command::Enroll {
             name,
-            out,
+            out: Some(out),
             sans,
             days,
+            ..
         } => {
             let bundle = CertificateAuthority::load(&ca_dir(cli)?)?.issue(name, sans, *days)?;
             bundle.write(out)?;
             json!({"name": name, "dir": out, "fingerprint": bundle.fingerprint})
         }
+        Command::Enroll {
+            name,
+            out: None,
+            sans,
+            no_updater,
+            reissue,
+            ..
+        } => updater::run_enroll(cli, name, sans, *no_updater, *reissue)?,
+        Command::Updater { updater_port, call } => updater::run_updater(cli, *updater_port, call)?,
         Command::Fingerprint { file } => {
             json!({"file": file, "fingerprint": pki::fingerprint_file(Path::new(file))?})
         }

@@ -68,7 +68,7 @@ pub struct decnet_timeouts {
     pub pool_ms: u64,
 }
 
-fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
+pub(super) fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
     match value {
         0 => Ok(HostnameVerification::Off),
         1 => Ok(HostnameVerification::On),

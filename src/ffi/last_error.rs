@@ -17,6 +17,7 @@ use std::ptr;
 use super::guard::to_c_string;
 use super::result::decnet_result;
 use crate::error::Error;
+use crate::updater::UpdateFailure;
 
 #[derive(Default)]
 struct LastError {
@@ -27,6 +28,9 @@ struct LastError {
     expected_fingerprint: Option<CString>,
     actual_fingerprint: Option<CString>,
     may_have_reached_worker: bool,
+    update_error: Option<CString>,
+    update_stderr: Option<CString>,
+    rolled_back: Option<bool>,
 }
 
 thread_local! {
@@ -56,6 +60,11 @@ pub(crate) fn record(error: &Error) -> decnet_result {
         Error::HttpStatus { status, body, .. } => {
             record.http_status = *status;
             record.http_body = Some(to_c_string(body.clone()));
+            if let Some(failure) = UpdateFailure::from_error(error) {
+                record.update_error = failure.error.map(to_c_string);
+                record.update_stderr = failure.stderr.map(to_c_string);
+                record.rolled_back = failure.rolled_back;
+            }
         }
         Error::PinMismatch {
             expected, actual, ..
@@ -169,4 +178,31 @@ pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
     read(false, |e| e.may_have_reached_worker)
+}
+
+/// `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
+/// with a JSON `detail` object (the updater's 409 and 500); NULL otherwise.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_update_error() -> *const c_char {
+    read(ptr::null(), |e| optional(&e.update_error))
+}
+
+/// `detail.stderr` of the last failure, as `decnet_last_error_update_error`.
+///
+/// Owned by the library: valid on this thread until the next failing
+/// `decnet_*` call on it. Never free it; copy it to keep it.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_update_stderr() -> *const c_char {
+    read(ptr::null(), |e| optional(&e.update_stderr))
+}
+
+/// `detail.rolled_back` of the last failure, as
+/// `decnet_last_error_update_error`: 1 (the updater rolled the release
+/// back), 0 (it did not), -1 (no such field, or another kind of failure).
+#[no_mangle]
+pub extern "C" fn decnet_last_error_rolled_back() -> i32 {
+    read(-1, |e| e.rolled_back.map_or(-1, i32::from))
 }

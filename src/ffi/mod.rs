@@ -20,17 +20,21 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod client;
+mod enroll;
 mod guard;
 mod identity;
 mod last_error;
 mod pki;
 mod result;
+mod updater;
 
 pub use client::*;
+pub use enroll::*;
 pub use identity::*;
 pub use last_error::*;
 pub use pki::*;
 pub use result::*;
+pub use updater::*;
 
 use std::ffi::{c_char, CString};
 

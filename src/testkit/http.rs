@@ -1,4 +1,4 @@
-//! Minimal HTTP/1.1 framing for the stand-in worker: requests parsed by
+//! Minimal HTTP/1.1 framing for the stand-ins: requests parsed by
 //! httparse, responses written with a content length.
 
 use std::io::{self, Read, Write};
@@ -15,52 +15,81 @@ pub(crate) struct Request {
     pub close: bool,
 }
 
+/// The head of one request; its body is still on the stream.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub method: String,
+    pub path: String,
+    pub content_length: usize,
+    pub content_type: Option<String>,
+    pub close: bool,
+}
+
 /// Reads one request from `stream`, keeping bytes beyond it in `pending`.
 /// `Ok(None)` means the peer closed cleanly between requests.
 pub(crate) fn read_request<S: Read>(
     stream: &mut S,
     pending: &mut Vec<u8>,
 ) -> io::Result<Option<Request>> {
+    let Some(head) = read_head(stream, pending)? else {
+        return Ok(None);
+    };
+    if head.content_length > MAX_REQUEST {
+        return Err(invalid("request body too large"));
+    }
+    let mut chunk = [0u8; 16 * 1024];
+    while pending.len() < head.content_length {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    let body = pending.drain(..head.content_length).collect();
+    Ok(Some(Request {
+        method: head.method,
+        path: head.path,
+        body,
+        close: head.close,
+    }))
+}
+
+/// Reads the head of one request from `stream` and removes it from
+/// `pending`, which keeps the bytes after it (the start of the body).
+/// `Ok(None)` means the peer closed cleanly between requests.
+pub(crate) fn read_head<S: Read>(
+    stream: &mut S,
+    pending: &mut Vec<u8>,
+) -> io::Result<Option<Head>> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut parsed = httparse::Request::new(&mut headers);
         match parsed.parse(pending) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let method = parsed.method.unwrap_or_default().to_string();
-                let path = parsed.path.unwrap_or_default().to_string();
-                let mut length = 0usize;
-                let mut close = false;
+                let mut head = Head {
+                    method: parsed.method.unwrap_or_default().to_string(),
+                    path: parsed.path.unwrap_or_default().to_string(),
+                    content_length: 0,
+                    content_type: None,
+                    close: false,
+                };
                 for h in parsed.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        length = std::str::from_utf8(h.value)
+                        head.content_length = std::str::from_utf8(h.value)
                             .ok()
                             .and_then(|v| v.trim().parse().ok())
                             .ok_or_else(|| invalid("bad content-length"))?;
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         return Err(invalid("chunked requests are not supported"));
                     } else if h.name.eq_ignore_ascii_case("connection") {
-                        close = h.value.eq_ignore_ascii_case(b"close");
+                        head.close = h.value.eq_ignore_ascii_case(b"close");
+                    } else if h.name.eq_ignore_ascii_case("content-type") {
+                        head.content_type = Some(String::from_utf8_lossy(h.value).into_owned());
                     }
                 }
-                if length > MAX_REQUEST {
-                    return Err(invalid("request body too large"));
-                }
-                while pending.len() < head_len + length {
-                    let n = stream.read(&mut chunk)?;
-                    if n == 0 {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                    pending.extend_from_slice(&chunk[..n]);
-                }
-                let body = pending[head_len..head_len + length].to_vec();
-                pending.drain(..head_len + length);
-                return Ok(Some(Request {
-                    method,
-                    path,
-                    body,
-                    close,
-                }));
+                pending.drain(..head_len);
+                return Ok(Some(head));
             }
             Ok(httparse::Status::Partial) => {
                 if pending.len() > MAX_REQUEST {
@@ -91,6 +120,7 @@ fn reason(status: u16) -> &'static str {
         200 => "OK",
         202 => "Accepted",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         409 => "Conflict",
         422 => "Unprocessable Entity",

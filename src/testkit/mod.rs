@@ -4,9 +4,13 @@
 
 mod demo;
 mod http;
+mod updater;
 mod worker;
 
 pub use demo::run_demo;
+pub use updater::{
+    StandInUpdater, UpdaterMode, Upload, DROP_AFTER_BYTES, KEPT_TARBALL_BYTES, MASTER_CN,
+};
 pub use worker::{Fault, LedgerEntry, StandInWorker, WorkerBuilder};
 
 use std::path::Path;

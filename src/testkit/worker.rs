@@ -105,8 +105,62 @@ struct AgentState {
 
 /// The certificate the stand-in presents; swappable between connections.
 #[derive(Debug)]
-struct SwappableCert {
+pub(super) struct SwappableCert {
     current: RwLock<(Arc<CertifiedKey>, String)>,
+}
+
+impl SwappableCert {
+    /// Presents `bundle`'s certificate.
+    pub(super) fn new(bundle: &Bundle) -> Result<Self> {
+        Ok(SwappableCert {
+            current: RwLock::new(certified_key(bundle)?),
+        })
+    }
+
+    /// Fingerprint of the certificate presented now.
+    pub(super) fn fingerprint(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+}
+
+/// The server configuration of a stand-in: TLS 1.2 and 1.3 (or 1.2 only),
+/// `cert` as its certificate and, with `client_auth`, a client certificate
+/// required and verified against `client_ca_pem`.
+pub(super) fn server_config(
+    cert: Arc<SwappableCert>,
+    client_ca_pem: &str,
+    tls12_only: bool,
+    client_auth: bool,
+) -> Result<ServerConfig> {
+    let provider = crate::tls::provider();
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+        let ca = ca.map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+        roots
+            .add(ca)
+            .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let builder = if client_auth {
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    Ok(builder.with_cert_resolver(cert))
 }
 
 impl ResolvesServerCert for SwappableCert {
@@ -190,39 +244,12 @@ impl WorkerBuilder {
 
     /// Starts listening and serving on background threads.
     pub fn start(self) -> Result<StandInWorker> {
-        let provider = crate::tls::provider();
         let client_ca = self
             .client_ca_pem
             .as_deref()
             .unwrap_or(&self.bundle.ca_cert_pem);
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
-            let cert = cert.map_err(|e| Error::invalid("client_ca", e.to_string()))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| Error::invalid("client_ca", e.to_string()))?;
-        let versions: &[&rustls::SupportedProtocolVersion] = if self.tls12_only {
-            &[&rustls::version::TLS12]
-        } else {
-            &[&rustls::version::TLS13, &rustls::version::TLS12]
-        };
-        let cert = Arc::new(SwappableCert {
-            current: RwLock::new(certified_key(&self.bundle)?),
-        });
-        let builder = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .map_err(|e| Error::internal(e.to_string()))?;
-        let builder = if self.client_auth {
-            builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let mut config = builder.with_cert_resolver(cert.clone());
+        let cert = Arc::new(SwappableCert::new(&self.bundle)?);
+        let mut config = server_config(cert.clone(), client_ca, self.tls12_only, self.client_auth)?;
         config.send_tls13_tickets = self.tls13_tickets;
         let config = Arc::new(config);
         let listener = TcpListener::bind(self.bind).map_err(|e| Error::Connect {
@@ -292,13 +319,7 @@ impl StandInWorker {
 
     /// Fingerprint of the certificate new connections are shown.
     pub fn fingerprint(&self) -> String {
-        self.shared
-            .cert
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
+        self.shared.cert.fingerprint()
     }
 
     /// A host record for this worker, pinned to its current certificate

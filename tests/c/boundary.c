@@ -1615,6 +1615,8 @@ static void test_coverage(void) {
            g_key_count);
 }
 
+#include "boundary_updater.h"
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s CA_DIR HOSTS_DIR\n", argv[0]);
@@ -1659,6 +1661,7 @@ int main(int argc, char **argv) {
                 test_rpcs(client);
             }
             decnet_client_free(client);
+            test_updater_and_enroll(identity, argv[2]);
             test_network_errors(identity);
             decnet_identity_free(identity);
             test_identity_freed_in_use();

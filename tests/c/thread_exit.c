@@ -29,7 +29,10 @@ static void late_destructor(void *value) {
                          decnet_last_error_http_body() == NULL &&
                          decnet_last_error_expected_fingerprint() == NULL &&
                          decnet_last_error_actual_fingerprint() == NULL &&
-                         !decnet_last_error_may_have_reached_worker();
+                         !decnet_last_error_may_have_reached_worker() &&
+                         decnet_last_error_update_error() == NULL &&
+                         decnet_last_error_update_stderr() == NULL &&
+                         decnet_last_error_rolled_back() == -1;
 }
 
 static void *thread_body(void *arg) {
