@@ -6,6 +6,7 @@
 pub mod client;
 pub mod error;
 pub mod ffi;
+pub mod fleet;
 mod hex;
 pub mod identity;
 pub mod pki;
@@ -17,4 +18,5 @@ pub mod topology;
 
 pub use client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
+pub use fleet::{Fleet, HostResult, Outcome};
 pub use identity::Identity;

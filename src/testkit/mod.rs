@@ -4,9 +4,11 @@
 
 mod demo;
 mod http;
+mod swarm;
 mod worker;
 
 pub use demo::run_demo;
+pub use swarm::{raise_fd_limit, Behaviour, Member, Swarm};
 pub use worker::{Fault, LedgerEntry, StandInWorker, WorkerBuilder};
 
 use std::path::Path;
