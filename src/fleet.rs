@@ -38,6 +38,19 @@ pub const MAX_CONCURRENCY: usize = 4096;
 /// exchange need far less than the platform's default.
 const WORKER_STACK_BYTES: usize = 256 * 1024;
 
+/// The RPC names [`Call::from_json`] reads, as the command line spells them.
+pub const RPC_NAMES: [&str; 9] = [
+    "health",
+    "status",
+    "topology-state",
+    "self-destruct",
+    "deploy",
+    "mutate",
+    "teardown",
+    "apply-topology",
+    "teardown-topology",
+];
+
 /// How a host is named in a plan: its position in the fleet, its uuid or
 /// its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -677,6 +690,60 @@ impl Fleet {
             .collect())
     }
 
+    /// A plan from JSON: `None` sends `rpc` without arguments to every
+    /// host; otherwise an array whose items are a host reference (see
+    /// [`HostId::from_json`]) or an object `{"host": ref, "args": {...}}`
+    /// whose `args` are read by [`Call::from_json`]. An unknown RPC or a
+    /// malformed item is an invalid-argument error naming its position.
+    pub fn plan_from_json(&self, rpc: &str, plan: Option<&Value>) -> Result<Vec<(HostId, Call)>> {
+        if !RPC_NAMES.contains(&rpc) {
+            return Err(Error::invalid(
+                "rpc",
+                format!(
+                    "unknown RPC {rpc:?}; expected one of {}",
+                    RPC_NAMES.join(", ")
+                ),
+            ));
+        }
+        let Some(plan) = plan else {
+            let call = Call::from_json(rpc, &Value::Null)?;
+            return Ok(self.plan_all(&call));
+        };
+        let items = plan
+            .as_array()
+            .ok_or_else(|| Error::invalid("plan", "must be a JSON array"))?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(position, item)| {
+                let (host, args) = match item {
+                    Value::Object(o) => (
+                        o.get("host").ok_or_else(|| {
+                            Error::invalid(format!("plan[{position}].host"), "is required")
+                        })?,
+                        o.get("args").unwrap_or(&Value::Null),
+                    ),
+                    other => (other, &Value::Null),
+                };
+                let rename = |e: Error, field: &str| match e {
+                    Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+                        argument: format!("plan[{position}].{field}{argument}"),
+                        reason,
+                    },
+                    other => other,
+                };
+                let id = HostId::from_json(host).map_err(|e| match e {
+                    Error::InvalidArgument { reason, .. } => {
+                        Error::invalid(format!("plan[{position}].host"), reason)
+                    }
+                    other => other,
+                })?;
+                let call = Call::from_json(rpc, args).map_err(|e| rename(e, "args."))?;
+                Ok((id, call))
+            })
+            .collect()
+    }
+
     fn info(&self, index: usize) -> HostInfo {
         let record = self.clients[index].host();
         HostInfo {
@@ -780,4 +847,79 @@ impl Sweep {
             }
         }
     }
+}
+
+impl HostResult {
+    /// The result as one JSON object, the form the C ABI, the Python
+    /// module and the command line share: `index`, `uuid`, `name`,
+    /// `address`, `elapsed_ms`, `outcome` (`ok`, `error` or
+    /// `not_attempted`) and `result` (the answer) or `error` (see
+    /// [`error_to_json`]).
+    pub fn to_json(&self) -> Value {
+        let mut object = serde_json::Map::new();
+        object.insert("index".into(), self.host.index.into());
+        object.insert("uuid".into(), self.host.uuid.clone().into());
+        object.insert("name".into(), self.host.name.clone().into());
+        object.insert("address".into(), self.host.address.clone().into());
+        let ms = (self.elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        object.insert("elapsed_ms".into(), Value::from(ms));
+        match &self.outcome {
+            Outcome::Ok(value) => {
+                object.insert("outcome".into(), "ok".into());
+                object.insert("result".into(), value.clone());
+            }
+            Outcome::Err(error) => {
+                object.insert("outcome".into(), "error".into());
+                object.insert("error".into(), error_to_json(error));
+            }
+            Outcome::NotAttempted => {
+                object.insert("outcome".into(), "not_attempted".into());
+            }
+        }
+        Value::Object(object)
+    }
+}
+
+/// An error with all its detail as a JSON object: `kind` (its stable
+/// name), `code`, `message`, `http_status`, `body`, `detail`,
+/// `expected_fingerprint`, `actual_fingerprint` and
+/// `may_have_reached_worker` (`null` or `false` where they do not apply).
+pub fn error_to_json(error: &Error) -> Value {
+    let (mut status, mut body, mut detail) = (Value::Null, Value::Null, Value::Null);
+    let (mut expected, mut actual, mut reached) = (Value::Null, Value::Null, false);
+    match error {
+        Error::HttpStatus {
+            status: s,
+            body: b,
+            detail: d,
+        } => {
+            status = Value::from(*s);
+            body = Value::from(b.clone());
+            detail = d.clone().map_or(Value::Null, Value::from);
+        }
+        Error::PinMismatch {
+            expected: e,
+            actual: a,
+            ..
+        } => {
+            expected = Value::from(e.clone());
+            actual = Value::from(a.clone());
+        }
+        Error::ConnectionLost {
+            may_have_reached_worker,
+            ..
+        } => reached = *may_have_reached_worker,
+        _ => {}
+    }
+    serde_json::json!({
+        "kind": error.kind().name(),
+        "code": error.kind().code(),
+        "message": error.to_string(),
+        "http_status": status,
+        "body": body,
+        "detail": detail,
+        "expected_fingerprint": expected,
+        "actual_fingerprint": actual,
+        "may_have_reached_worker": reached,
+    })
 }

@@ -85,7 +85,7 @@ fn every_host_of_a_mixed_fleet_gets_its_own_outcome() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
     let read = Duration::from_secs(5);
-    let swarm = Swarm::start(&pki, &mixed_behaviours(240, Duration::from_secs(12))).unwrap();
+    let swarm = Swarm::start(&pki.ca, &mixed_behaviours(240, Duration::from_secs(12))).unwrap();
     let fleet = fleet_of(&pki, &swarm);
     assert_eq!(fleet.len(), 240);
     control(&fleet, read);
@@ -187,7 +187,7 @@ fn every_host_of_a_mixed_fleet_gets_its_own_outcome() {
 fn per_host_arguments_reach_their_own_worker() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    let swarm = Swarm::start(&pki, &[Behaviour::Healthy; 12]).unwrap();
+    let swarm = Swarm::start(&pki.ca, &[Behaviour::Healthy; 12]).unwrap();
     let fleet = fleet_of(&pki, &swarm);
     // Address hosts by uuid, name and index, in an order of their own.
     let plan: Vec<(HostId, Call)> = (0..12)
@@ -238,7 +238,7 @@ fn callbacks_follow_completion_and_results_follow_the_input() {
     let behaviours: Vec<Behaviour> = (0..5)
         .map(|i| Behaviour::Stall(Duration::from_millis(500 * (5 - i))))
         .collect();
-    let swarm = Swarm::start(&pki, &behaviours).unwrap();
+    let swarm = Swarm::start(&pki.ca, &behaviours).unwrap();
     let fleet = fleet_of(&pki, &swarm);
     let mut order = Vec::new();
     let mut callback_thread = None;
@@ -268,7 +268,7 @@ fn callbacks_follow_completion_and_results_follow_the_input() {
 fn stopping_early_leaves_the_rest_not_attempted() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    let swarm = Swarm::start(&pki, &[Behaviour::Healthy; 20]).unwrap();
+    let swarm = Swarm::start(&pki.ca, &[Behaviour::Healthy; 20]).unwrap();
     let fleet = fleet_of(&pki, &swarm);
     let mut calls = 0;
     let results = fleet
@@ -313,7 +313,7 @@ fn a_sweep_deadline_cuts_hung_workers_short() {
     let pki = TestPki::new().unwrap();
     let mut behaviours = vec![Behaviour::Healthy; 8];
     behaviours.extend([Behaviour::Stall(Duration::from_secs(20)); 4]);
-    let swarm = Swarm::start(&pki, &behaviours).unwrap();
+    let swarm = Swarm::start(&pki.ca, &behaviours).unwrap();
     let fleet = fleet_of(&pki, &swarm);
     // Default timeouts: a stalled host alone would take 15 s.
     let began = Instant::now();
@@ -342,7 +342,7 @@ fn descriptors_come_back_and_exhaustion_is_a_connect_error() {
     let pki = TestPki::new().unwrap();
     let mut behaviours = mixed_behaviours(36, Duration::from_secs(2));
     behaviours.truncate(36);
-    let swarm = Swarm::start(&pki, &behaviours).unwrap();
+    let swarm = Swarm::start(&pki.ca, &behaviours).unwrap();
     let baseline = settle_fds(open_fds());
     {
         let fleet = fleet_of(&pki, &swarm);

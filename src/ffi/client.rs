@@ -67,7 +67,7 @@ pub struct decnet_timeouts {
     pub pool_ms: u64,
 }
 
-fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
+pub(super) fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
     match value {
         0 => Ok(HostnameVerification::Off),
         1 => Ok(HostnameVerification::On),
@@ -80,7 +80,7 @@ fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
     }
 }
 
-fn profile_of(value: u32) -> Result<Profile, Failure> {
+pub(super) fn profile_of(value: u32) -> Result<Profile, Failure> {
     Profile::from_code(value).ok_or_else(|| Error::invalid("profile", "must be 0 to 3").into())
 }
 

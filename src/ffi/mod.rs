@@ -20,6 +20,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod client;
+mod fleet;
 mod guard;
 mod identity;
 mod last_error;
@@ -27,6 +28,7 @@ mod pki;
 mod result;
 
 pub use client::*;
+pub use fleet::*;
 pub use identity::*;
 pub use last_error::*;
 pub use pki::*;

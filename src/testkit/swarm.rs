@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
 
 use super::worker::{Fault, StandInWorker};
-use super::TestPki;
 use crate::error::{Error, Result};
+use crate::pki::{Bundle, CertificateAuthority, LEAF_VALIDITY_DAYS};
 
 /// How one member of a swarm behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,8 @@ pub struct Member {
     /// How it behaves.
     pub behaviour: Behaviour,
     /// Its host record (uuid `uuid-w<i>`, name `w<i>`), pinned to the
-    /// certificate it was started with.
+    /// certificate it was started with, with an extra `behaviour` member
+    /// (its [`Behaviour::label`]; host-record readers ignore it).
     pub record: Value,
     /// The running stand-in (`None` for [`Behaviour::Refuse`]).
     pub worker: Option<StandInWorker>,
@@ -65,13 +66,18 @@ pub struct Swarm {
 
 impl Swarm {
     /// Starts one member per entry of `behaviours`, every worker with its
-    /// own certificate issued by `pki`'s CA.
-    pub fn start(pki: &TestPki, behaviours: &[Behaviour]) -> Result<Swarm> {
+    /// own certificate (valid for 127.0.0.1, ::1 and localhost) issued by
+    /// `ca`, trusting client certificates from `ca`.
+    pub fn start(ca: &CertificateAuthority, behaviours: &[Behaviour]) -> Result<Swarm> {
+        let bundle = |name: &str| -> Result<Bundle> {
+            ca.issue(name, &["127.0.0.1", "::1", "localhost"], LEAF_VALIDITY_DAYS)
+        };
         let mut members = Vec::with_capacity(behaviours.len());
         for (i, &behaviour) in behaviours.iter().enumerate() {
             let name = format!("w{i}");
             let record = |addr: SocketAddr, pin: Value| {
                 json!({
+                    "behaviour": behaviour.label(),
                     "uuid": format!("uuid-{name}"),
                     "name": name,
                     "address": addr.ip().to_string(),
@@ -90,13 +96,13 @@ impl Swarm {
                     _reservation: Some(socket),
                 }
             } else {
-                let worker = StandInWorker::start(&pki.worker_bundle(&name)?)?;
+                let worker = StandInWorker::start(&bundle(&name)?)?;
                 let pinned = record(worker.addr(), Value::String(worker.fingerprint()));
                 match behaviour {
                     Behaviour::Stall(delay) => worker.set_fault(Fault::Stall(delay)),
                     Behaviour::ServerError => worker.set_fault(Fault::ServerError),
                     Behaviour::WrongCertificate => {
-                        worker.swap_certificate(&pki.worker_bundle(&format!("{name}-other"))?)?
+                        worker.swap_certificate(&bundle(&format!("{name}-other"))?)?
                     }
                     Behaviour::Healthy | Behaviour::Refuse => {}
                 }
