@@ -1599,6 +1599,8 @@ static void test_coverage(void) {
            g_key_count);
 }
 
+#include "fleet_boundary.h"
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s CA_DIR HOSTS_DIR\n", argv[0]);
@@ -1644,6 +1646,7 @@ int main(int argc, char **argv) {
             }
             decnet_client_free(client);
             test_network_errors(identity);
+            test_fleet_boundary(identity);
             decnet_identity_free(identity);
             test_identity_freed_in_use();
         }
