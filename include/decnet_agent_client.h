@@ -212,9 +212,11 @@ typedef struct decnet_sweep_options {
  * Called once per host as it completes, with that host's result as a
  * NUL-terminated JSON object (the same object as in the results array).
  * The text is borrowed for the duration of the call: copy it to keep it.
- * Return 0 to go on, non-zero to stop the sweep: no more hosts are
- * started, hosts in flight finish without further callbacks, and hosts
- * never started report `"outcome": "not_attempted"`.
+ * Hosts a sweep deadline cuts short are passed when it expires, so unless
+ * the callback stops the sweep it sees every host once. Return 0 to go
+ * on, non-zero to stop the sweep: no more hosts are started, hosts in
+ * flight finish without further callbacks, and hosts never started
+ * report `"outcome": "not_attempted"`.
  *
  * Called on the thread that called `decnet_fleet_call`, one call at a
  * time, so it needs no locking. It must not free the fleet.

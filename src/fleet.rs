@@ -529,11 +529,14 @@ impl Fleet {
     ///
     /// `on_result` is called on this thread, one call at a time, as each
     /// host completes (completion order); [`Flow::Stop`] starts no more
-    /// hosts. With a deadline, the sweep returns when it expires and every
-    /// unfinished host reports [`Error::Timeout`] (phase `read` for a host
-    /// in flight, `pool` for one that never got a worker thread); a thread
-    /// still waiting on a hung worker finishes on its own, within that
-    /// host's timeouts, holding nothing the caller sees.
+    /// hosts, and no callback follows. With a deadline, the sweep returns
+    /// when it expires and every unfinished host reports
+    /// [`Error::Timeout`] (phase `read` for a host in flight, `pool` for
+    /// one that never got a worker thread), passed to `on_result` at that
+    /// moment in input order; a thread still waiting on a hung worker
+    /// finishes on its own, within that host's timeouts, holding nothing
+    /// the caller sees. So unless it stops the sweep, `on_result` sees
+    /// every host once.
     ///
     /// Errors (before any traffic): an unknown or repeated host, or a bad
     /// concurrency or deadline (invalid argument); no worker thread could
@@ -645,8 +648,9 @@ impl Fleet {
         }
         // Whatever is left either never started or was cut by the deadline.
         let started_at = shared.stop();
+        let reported: Vec<bool> = results.iter().map(Option::is_some).collect();
         let now = Instant::now();
-        Ok(results
+        let results: Vec<HostResult> = results
             .into_iter()
             .enumerate()
             .map(|(position, slot)| {
@@ -687,7 +691,17 @@ impl Fleet {
                     }
                 })
             })
-            .collect())
+            .collect();
+        // Hosts the deadline cut short complete now: the callback sees
+        // them too (in input order), unless it stopped the sweep.
+        if calling_back {
+            for (position, result) in results.iter().enumerate() {
+                if !reported[position] {
+                    on_result(result);
+                }
+            }
+        }
+        Ok(results)
     }
 
     /// A plan from JSON: `None` sends `rpc` without arguments to every

@@ -317,6 +317,7 @@ fn a_sweep_deadline_cuts_hung_workers_short() {
     let fleet = fleet_of(&pki, &swarm);
     // Default timeouts: a stalled host alone would take 15 s.
     let began = Instant::now();
+    let mut seen = Vec::new();
     let results = fleet
         .sweep_all(
             &Call::Health,
@@ -324,9 +325,15 @@ fn a_sweep_deadline_cuts_hung_workers_short() {
                 concurrency: Some(4),
                 deadline: Some(Duration::from_millis(1500)),
             },
-            |_| Flow::Continue,
+            |r| {
+                seen.push(r.host.index);
+                Flow::Continue
+            },
         )
         .unwrap();
+    // The hosts the deadline cut short reach the callback too, last.
+    assert_eq!(seen.len(), 12);
+    assert_eq!(seen[8..], [8, 9, 10, 11]);
     let wall = began.elapsed();
     assert!(wall < Duration::from_secs(5), "sweep took {wall:?}");
     assert!(results[..8].iter().all(|r| r.is_ok()), "{results:?}");
