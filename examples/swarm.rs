@@ -14,9 +14,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use decnet_agent_client::pki::CertificateAuthority;
-use decnet_agent_client::testkit::{raise_fd_limit, Behaviour, Swarm};
-use decnet_agent_client::{Error, Identity, Result};
+use decnet_agent_client::testkit::{serve_swarm, Behaviour};
+use decnet_agent_client::{Error, Result};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,27 +74,5 @@ fn run(args: &[String]) -> Result<()> {
         behaviours[i * count / faulty] = kind;
     }
 
-    // Two sockets per stand-in at most (listener, one connection), plus slack.
-    raise_fd_limit(4 * count as u64 + 256)?;
-    let ca_dir = dir.join("ca");
-    Identity::ensure(Some(&ca_dir))?;
-    let ca = CertificateAuthority::load(&ca_dir)?;
-    let swarm = Swarm::start(&ca, &behaviours)?;
-
-    let write =
-        |path: &Path, text: String| std::fs::write(path, text).map_err(|e| Error::io(path, e));
-    let hosts = dir.join("hosts");
-    std::fs::create_dir_all(&hosts).map_err(|e| Error::io(&hosts, e))?;
-    let mut ndjson = String::new();
-    for (i, member) in swarm.members().iter().enumerate() {
-        write(&hosts.join(format!("w{i}.json")), member.record.to_string())?;
-        ndjson.push_str(&member.record.to_string());
-        ndjson.push('\n');
-    }
-    write(&dir.join("hosts.ndjson"), ndjson)?;
-    write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
-    write(&dir.join("ready"), String::new())?;
-    loop {
-        std::thread::park();
-    }
+    match serve_swarm(dir, &behaviours)? {}
 }

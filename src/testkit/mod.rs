@@ -8,7 +8,7 @@ mod swarm;
 mod worker;
 
 pub use demo::run_demo;
-pub use swarm::{raise_fd_limit, Behaviour, Member, Swarm};
+pub use swarm::{raise_fd_limit, serve_swarm, Behaviour, Member, Swarm};
 pub use worker::{Fault, LedgerEntry, StandInWorker, WorkerBuilder};
 
 use std::path::Path;

@@ -3,7 +3,9 @@
 //! Used in-process by the fleet tests and from a separate process (the
 //! `swarm` example) by the fleet benchmark.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,6 +13,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::worker::{Fault, StandInWorker};
 use crate::error::{Error, Result};
+use crate::identity::Identity;
 use crate::pki::{Bundle, CertificateAuthority, LEAF_VALIDITY_DAYS};
 
 /// How one member of a swarm behaves.
@@ -136,6 +139,36 @@ impl Swarm {
     /// True when the swarm has no member.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+}
+
+/// Serves a swarm from this process until it is killed: ensures a CA and
+/// master identity in `dir/ca`, starts one stand-in per behaviour, writes
+/// their host records to `dir/hosts.json` (a JSON array),
+/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, then creates `dir/ready`.
+/// Raises this process's soft fd limit to fit. Returns only on failure.
+pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
+    // A listener and a kept-alive connection per stand-in, plus slack.
+    raise_fd_limit(4 * behaviours.len() as u64 + 256)?;
+    let ca_dir = dir.join("ca");
+    Identity::ensure(Some(&ca_dir))?;
+    let ca = CertificateAuthority::load(&ca_dir)?;
+    let swarm = Swarm::start(&ca, behaviours)?;
+    let write =
+        |path: &Path, text: String| std::fs::write(path, text).map_err(|e| Error::io(path, e));
+    let hosts = dir.join("hosts");
+    std::fs::create_dir_all(&hosts).map_err(|e| Error::io(&hosts, e))?;
+    let mut ndjson = String::new();
+    for (i, member) in swarm.members().iter().enumerate() {
+        write(&hosts.join(format!("w{i}.json")), member.record.to_string())?;
+        ndjson.push_str(&member.record.to_string());
+        ndjson.push('\n');
+    }
+    write(&dir.join("hosts.ndjson"), ndjson)?;
+    write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
+    write(&dir.join("ready"), String::new())?;
+    loop {
+        std::thread::park();
     }
 }
 

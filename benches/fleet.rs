@@ -1,0 +1,306 @@
+//! Fleet benchmark: a health sweep over 16, 256 and 1,000 stand-in workers
+//! served by another process (this binary re-run as a swarm server), first
+//! sweep (a handshake each) and second sweep (kept alive), against a
+//! thread per host around the single-host API; then the sweep's
+//! concurrency at 256 workers. Reports wall time, client CPU time, peak
+//! threads, peak file descriptors and client RSS per kept-alive host.
+//! Prints figures; asserts nothing about time. Long: run by hand.
+//!
+//! `cargo bench --features testkit --bench fleet` (the README's figures).
+//! `FLEET_BENCH_SIZES=16,256` picks other sizes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
+use decnet_agent_client::testkit::{raise_fd_limit, serve_swarm, Behaviour};
+use decnet_agent_client::{AgentClient, Fleet, HostRecord, HostnameVerification, Identity};
+use serde_json::Value;
+
+const SERVE_FLAG: &str = "--serve-swarm";
+const ROUNDS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == SERVE_FLAG) {
+        let dir = PathBuf::from(&args[at + 1]);
+        let count: usize = args[at + 2].parse().expect("count");
+        match serve_swarm(&dir, &vec![Behaviour::Healthy; count]) {
+            Ok(never) => match never {},
+            Err(e) => {
+                eprintln!("swarm server: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    raise_fd_limit(16_384).expect("raise the fd limit");
+    let sizes: Vec<usize> = std::env::var("FLEET_BENCH_SIZES")
+        .unwrap_or_else(|_| "16,256,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("FLEET_BENCH_SIZES"))
+        .collect();
+    println!(
+        "client: {} cores; medians of {ROUNDS} rounds; workers in another process",
+        thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<34} {:>9} {:>10} {:>9} {:>8} {:>8} {:>12}",
+        "case", "wall ms", "cpu ms", "cpu/host", "threads", "fds", "RSS/host KiB"
+    );
+    for &n in &sizes {
+        let server = Server::start(n);
+        for (label, run) in [
+            ("fleet (64 threads)", Mode::Fleet(64)),
+            ("thread per host", Mode::ThreadPerHost),
+        ] {
+            let mut cold = Vec::new();
+            let mut warm = Vec::new();
+            for _ in 0..ROUNDS {
+                let (c, w) = run.measure(&server);
+                cold.push(c);
+                warm.push(w);
+            }
+            let (cold, warm) = (median(cold), median(warm));
+            cold.print(&format!("{n:>5} {label}, 1st sweep"), n);
+            warm.print(&format!("{n:>5} {label}, 2nd sweep"), n);
+            println!(
+                "{:<34} {:>9.1}x",
+                format!("{n:>5} {label}, 1st / 2nd"),
+                cold.wall_ms / warm.wall_ms
+            );
+        }
+        if n == 256 {
+            for concurrency in [4, 16, 64, 256] {
+                let mut cold = Vec::new();
+                let mut warm = Vec::new();
+                for _ in 0..ROUNDS {
+                    let (c, w) = Mode::Fleet(concurrency).measure(&server);
+                    cold.push(c);
+                    warm.push(w);
+                }
+                median(cold).print(&format!("  256 concurrency {concurrency}, 1st"), n);
+                median(warm).print(&format!("  256 concurrency {concurrency}, 2nd"), n);
+            }
+        }
+    }
+}
+
+/// A swarm of healthy stand-ins in a child process.
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    hosts: Value,
+    identity: Identity,
+}
+
+impl Server {
+    fn start(count: usize) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([SERVE_FLAG, dir.path().to_str().unwrap(), &count.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(300);
+        while !dir.path().join("ready").exists() {
+            assert!(Instant::now() < until, "swarm not ready");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let hosts: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("hosts.json")).unwrap())
+                .unwrap();
+        let identity = Identity::load_dir(&dir.path().join("ca").join("master")).unwrap();
+        Server {
+            child,
+            dir,
+            hosts,
+            identity,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.dir.path();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Fleet(usize),
+    ThreadPerHost,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall_ms: f64,
+    cpu_ms: f64,
+    threads: usize,
+    fds: usize,
+    rss_kib_per_host: f64,
+}
+
+impl Sample {
+    fn print(&self, label: &str, n: usize) {
+        println!(
+            "{label:<34} {:>9.1} {:>10.1} {:>9.3} {:>8} {:>8} {:>12.1}",
+            self.wall_ms,
+            self.cpu_ms,
+            self.cpu_ms / n as f64,
+            self.threads,
+            self.fds,
+            self.rss_kib_per_host
+        );
+    }
+}
+
+/// The median round by wall time, with the largest RSS growth of all
+/// rounds (later rounds reuse memory the allocator kept from earlier ones).
+fn median(mut samples: Vec<Sample>) -> Sample {
+    let rss = samples
+        .iter()
+        .map(|s| s.rss_kib_per_host)
+        .fold(0.0, f64::max);
+    samples.sort_by(|a, b| a.wall_ms.total_cmp(&b.wall_ms));
+    Sample {
+        rss_kib_per_host: rss,
+        ..samples[samples.len() / 2]
+    }
+}
+
+impl Mode {
+    /// Two health sweeps (a handshake each, then kept alive) with fresh
+    /// clients; the RSS figure is taken after the second, per host.
+    fn measure(self, server: &Server) -> (Sample, Sample) {
+        let rss_before = rss_kib();
+        match self {
+            Mode::Fleet(concurrency) => {
+                let fleet =
+                    Fleet::from_json(&server.identity, &server.hosts, HostnameVerification::On)
+                        .unwrap();
+                let options = SweepOptions {
+                    concurrency: Some(concurrency),
+                    deadline: None,
+                };
+                let sweep = || {
+                    let results = fleet
+                        .sweep_all(&Call::Health, options, |_| Flow::Continue)
+                        .unwrap();
+                    assert!(results.iter().all(|r| r.is_ok()), "a host failed");
+                };
+                let cold = sampled(sweep);
+                let mut warm = sampled(sweep);
+                warm.rss_kib_per_host = (rss_kib() as f64 - rss_before as f64) / fleet.len() as f64;
+                (cold, warm)
+            }
+            Mode::ThreadPerHost => {
+                let records: Vec<HostRecord> = server
+                    .hosts
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| HostRecord::from_value(r).unwrap())
+                    .collect();
+                let clients: Vec<Arc<AgentClient>> = records
+                    .into_iter()
+                    .map(|r| {
+                        Arc::new(
+                            AgentClient::new(&server.identity, r, HostnameVerification::On)
+                                .unwrap(),
+                        )
+                    })
+                    .collect();
+                let sweep = || {
+                    let handles: Vec<_> = clients
+                        .iter()
+                        .map(|c| {
+                            let c = c.clone();
+                            thread::spawn(move || c.health().is_ok())
+                        })
+                        .collect();
+                    let ok = handles.into_iter().all(|h| h.join().unwrap());
+                    assert!(ok, "a host failed");
+                };
+                let cold = sampled(sweep);
+                let mut warm = sampled(sweep);
+                warm.rss_kib_per_host =
+                    (rss_kib() as f64 - rss_before as f64) / clients.len() as f64;
+                (cold, warm)
+            }
+        }
+    }
+}
+
+/// Runs `body` while a sampler thread records peak threads and fds.
+fn sampled(body: impl FnOnce()) -> Sample {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak_threads = Arc::new(AtomicUsize::new(0));
+    let peak_fds = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, threads, fds) = (stop.clone(), peak_threads.clone(), peak_fds.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                threads.fetch_max(thread_count(), Ordering::Relaxed);
+                fds.fetch_max(fd_count(), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let cpu_before = cpu_ms();
+    let began = Instant::now();
+    body();
+    let wall = began.elapsed();
+    let cpu = cpu_ms() - cpu_before;
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    Sample {
+        wall_ms: wall.as_secs_f64() * 1e3,
+        cpu_ms: cpu,
+        // Less the sampler itself.
+        threads: peak_threads.load(Ordering::Relaxed).saturating_sub(1),
+        fds: peak_fds.load(Ordering::Relaxed),
+        rss_kib_per_host: 0.0,
+    }
+}
+
+fn status_field(name: &str) -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn thread_count() -> usize {
+    status_field("Threads:")
+}
+
+fn rss_kib() -> usize {
+    status_field("VmRSS:")
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir(Path::new("/proc/self/fd")).map_or(0, |d| d.count())
+}
+
+/// This process's user + system CPU time, ms (from /proc, in clock ticks
+/// of 10 ms: sweeps are long enough, and rounds are repeated).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks * 10.0
+}
