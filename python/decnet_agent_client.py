@@ -1038,6 +1038,7 @@ for _name, (_restype, _argtypes) in _FLEET_SIGNATURES.items():
     _function = getattr(lib, _name)
     _function.restype = _restype
     _function.argtypes = _argtypes
+_SIGNATURES.update(_FLEET_SIGNATURES)
 del _name, _restype, _argtypes, _function
 
 #: The RPC names a fleet accepts.

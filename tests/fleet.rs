@@ -268,42 +268,36 @@ fn callbacks_follow_completion_and_results_follow_the_input() {
 fn stopping_early_leaves_the_rest_not_attempted() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    let swarm = Swarm::start(&pki.ca, &[Behaviour::Healthy; 20]).unwrap();
+    // One thread: while the stalled second host is in flight, the stop
+    // from the first host's callback lands, so exactly two are attempted.
+    let mut behaviours = vec![Behaviour::Healthy, Behaviour::Stall(Duration::from_secs(3))];
+    behaviours.extend([Behaviour::Healthy; 18]);
+    let swarm = Swarm::start(&pki.ca, &behaviours).unwrap();
     let fleet = fleet_of(&pki, &swarm);
+    control(&fleet, Duration::from_secs(1));
     let mut calls = 0;
     let results = fleet
         .sweep_all(
             &Call::Health,
             SweepOptions {
-                concurrency: Some(4),
+                concurrency: Some(1),
                 deadline: None,
             },
             |_| {
                 calls += 1;
-                if calls == 1 {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
+                Flow::Stop
             },
         )
         .unwrap();
     assert_eq!(calls, 1, "no callback after the stop");
     assert_eq!(results.len(), 20);
-    let attempted = results.iter().filter(|r| r.is_ok()).count();
-    // Hosts in flight at the stop finish: the four threads' hosts and the
-    // one a thread took while the callback ran.
-    assert!((1..=5).contains(&attempted), "{attempted} attempted");
-    for (i, r) in results.iter().enumerate() {
+    assert!(results[0].is_ok());
+    assert_eq!(err_of(&results[1].outcome).kind(), ErrorKind::Timeout);
+    for (i, r) in results.iter().enumerate().skip(2) {
+        assert!(matches!(r.outcome, Outcome::NotAttempted), "{i}: {r:?}");
+        assert_eq!(r.elapsed, Duration::ZERO);
         let requests = swarm.members()[i].worker.as_ref().unwrap().ledger().len();
-        if i < attempted {
-            assert!(r.is_ok());
-            assert_eq!(requests, 1);
-        } else {
-            assert!(matches!(r.outcome, Outcome::NotAttempted), "{i}: {r:?}");
-            assert_eq!(r.elapsed, Duration::ZERO);
-            assert_eq!(requests, 0, "host {i} was not attempted");
-        }
+        assert_eq!(requests, 0, "host {i} was not attempted");
     }
 }
 

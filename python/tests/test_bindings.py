@@ -71,6 +71,13 @@ _EXPECTED_CTYPES = {
     "decnet_client * *": POINTER(dac._ClientPtr),
     "decnet_timeouts *": POINTER(dac._CTimeouts),
     "const decnet_timeouts *": POINTER(dac._CTimeouts),
+    "const decnet_fleet *": dac._FleetPtr,
+    "decnet_fleet *": dac._FleetPtr,
+    "decnet_fleet * *": POINTER(dac._FleetPtr),
+    "size_t *": POINTER(c_size_t),
+    "const decnet_sweep_options *": POINTER(dac._CSweepOptions),
+    "decnet_fleet_callback": dac._FleetCallback,
+    "void *": ctypes.c_void_p,
 }
 
 

@@ -113,15 +113,18 @@ def test_as_completed_yields_in_completion_order(swarm, fleet):
 def test_as_completed_closed_early_stops_the_call(swarm, fleet):
     _, hosts = swarm
     healthy = [record["uuid"] for record in hosts if record["behaviour"] == "healthy"]
-    iterator = fleet.as_completed("health", healthy, concurrency=1)
+    stall = next(record["uuid"] for record in hosts if record["behaviour"] == "stall")
+    # One thread: while the stalled host (second) is in flight, the stop lands.
+    plan = [healthy[0], stall] + healthy[1:]
+    iterator = fleet.as_completed("health", plan, concurrency=1)
     first = next(iterator)
-    assert first.ok
+    assert first.ok and first.uuid == healthy[0]
     iterator.close()
-    # The call stopped: a new one runs at once, and a stopped plan reports the rest.
-    results = fleet.health(healthy, concurrency=1, on_result=lambda r: True)
+    results = fleet.health(plan, concurrency=1, on_result=lambda r: True)
     assert results[0].ok
-    assert sum(r.not_attempted for r in results) >= len(healthy) - 2
-    assert all(r.error is None and r.result is None for r in results if r.not_attempted)
+    assert isinstance(results[1].error, dac.AgentTimeoutError)
+    assert [r.not_attempted for r in results[2:]] == [True] * (len(plan) - 2)
+    assert all(r.error is None and r.result is None for r in results[2:])
 
 
 def test_per_host_arguments_and_references(swarm, fleet):
