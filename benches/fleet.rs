@@ -76,6 +76,9 @@ fn main() {
                 cold.wall_ms / warm.wall_ms
             );
         }
+        if n <= 256 {
+            python_reference(&server, n);
+        }
         if n == 256 {
             for concurrency in [4, 16, 64, 256] {
                 let mut cold = Vec::new();
@@ -89,6 +92,41 @@ fn main() {
                 median(warm).print(&format!("  256 concurrency {concurrency}, 2nd"), n);
             }
         }
+    }
+}
+
+/// The reference master's pattern (asyncio.gather, a pin-probe handshake
+/// and a fresh httpx client per host) from `benches/python_fleet_peer.py`,
+/// when python3 with httpx is at hand.
+fn python_reference(server: &Server, n: usize) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_fleet_peer.py");
+    let output = Command::new("python3")
+        .args([
+            script,
+            server.dir.path().join("ca").to_str().unwrap(),
+            server.dir.path().join("hosts.json").to_str().unwrap(),
+            &ROUNDS.to_string(),
+        ])
+        .output();
+    let figures = output
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok());
+    match figures {
+        Some(f) => {
+            let wall = f["wall_ms"].as_f64().unwrap_or(0.0);
+            let cpu = f["cpu_ms"].as_f64().unwrap_or(0.0);
+            println!(
+                "{:<34} {wall:>9.1} {cpu:>10.1} {:>9.3} {:>8} {:>8} {:>12}   ({} of {n} answered)",
+                format!("{n:>5} python asyncio+httpx, 1 sweep"),
+                cpu / n as f64,
+                "-",
+                "-",
+                "-",
+                f["ok"]
+            );
+        }
+        None => println!("{n:>5} python asyncio+httpx: skipped (needs python3 with httpx)"),
     }
 }
 
@@ -293,14 +331,14 @@ fn fd_count() -> usize {
     std::fs::read_dir(Path::new("/proc/self/fd")).map_or(0, |d| d.count())
 }
 
-/// This process's user + system CPU time, ms (from /proc, in clock ticks
-/// of 10 ms: sweeps are long enough, and rounds are repeated).
+/// This process's user + system CPU time, ms (getrusage: microseconds).
 fn cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks * 10.0
+    // SAFETY: getrusage writes one `rusage` into memory we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+        usage
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }

@@ -634,10 +634,7 @@ impl Fleet {
             let host_result = HostResult {
                 host: self.info(index),
                 elapsed,
-                outcome: match result {
-                    Ok(value) => Outcome::Ok(value),
-                    Err(e) => Outcome::Err(explain_fd_exhaustion(e)),
-                },
+                outcome: outcome_of(result),
             };
             done += 1;
             if calling_back && on_result(&host_result) == Flow::Stop {
@@ -649,6 +646,15 @@ impl Fleet {
         // Whatever is left either never started or was cut by the deadline.
         let started_at = shared.stop();
         let reported: Vec<bool> = results.iter().map(Option::is_some).collect();
+        // Results that arrived as the deadline expired still count.
+        while let Ok((position, elapsed, result)) = rx.try_recv() {
+            let index = shared.jobs[position].index;
+            results[position] = Some(HostResult {
+                host: self.info(index),
+                elapsed,
+                outcome: outcome_of(result),
+            });
+        }
         let now = Instant::now();
         let results: Vec<HostResult> = results
             .into_iter()
@@ -784,6 +790,13 @@ fn check_deadline(deadline: Option<Duration>) -> Result<()> {
     match deadline {
         Some(d) if d.is_zero() => Err(Error::invalid("deadline", "must be greater than zero")),
         _ => Ok(()),
+    }
+}
+
+fn outcome_of(result: Result<Value>) -> Outcome {
+    match result {
+        Ok(value) => Outcome::Ok(value),
+        Err(e) => Outcome::Err(explain_fd_exhaustion(e)),
     }
 }
 
