@@ -4,7 +4,9 @@
 //! thread per host around the single-host API; then the sweep's
 //! concurrency at 256 workers. Reports wall time, client CPU time, peak
 //! threads, peak file descriptors and client RSS per kept-alive host.
-//! Prints figures; asserts nothing about time. Long: run by hand.
+//! Prints figures; asserts nothing about time. Long: run by hand. RSS is
+//! measured in a fresh process per size, so no memory an earlier case
+//! freed hides the growth.
 //!
 //! `cargo bench --features testkit --bench fleet` (the README's figures).
 //! `FLEET_BENCH_SIZES=16,256` picks other sizes.
@@ -22,6 +24,7 @@ use decnet_agent_client::{AgentClient, Fleet, HostRecord, HostnameVerification, 
 use serde_json::Value;
 
 const SERVE_FLAG: &str = "--serve-swarm";
+const RSS_FLAG: &str = "--measure-rss";
 const ROUNDS: usize = 3;
 
 fn main() {
@@ -37,6 +40,10 @@ fn main() {
             }
         }
     }
+    if let Some(at) = args.iter().position(|a| a == RSS_FLAG) {
+        measure_rss(Path::new(&args[at + 1]));
+        return;
+    }
     if args.iter().any(|a| a == "--list") {
         return;
     }
@@ -51,8 +58,8 @@ fn main() {
         thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "{:<34} {:>9} {:>10} {:>9} {:>8} {:>8} {:>12}",
-        "case", "wall ms", "cpu ms", "cpu/host", "threads", "fds", "RSS/host KiB"
+        "{:<34} {:>9} {:>10} {:>9} {:>8} {:>8}",
+        "case", "wall ms", "cpu ms", "cpu/host", "threads", "fds"
     );
     for &n in &sizes {
         let server = Server::start(n);
@@ -79,6 +86,11 @@ fn main() {
         if n <= 256 {
             python_reference(&server, n);
         }
+        let rss = Command::new(std::env::current_exe().unwrap())
+            .args([RSS_FLAG, server.dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        print!("{n:>5} {}", String::from_utf8_lossy(&rss.stdout));
         if n == 256 {
             for concurrency in [4, 16, 64, 256] {
                 let mut cold = Vec::new();
@@ -93,6 +105,32 @@ fn main() {
             }
         }
     }
+}
+
+/// In a fresh process (so no memory an earlier case freed is reused):
+/// the client's RSS growth per host once the fleet is made, and after two
+/// health sweeps have left a connection kept alive to every host.
+fn measure_rss(dir: &Path) {
+    raise_fd_limit(16_384).expect("raise the fd limit");
+    let hosts: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("hosts.json")).unwrap()).unwrap();
+    let identity = Identity::load_dir(&dir.join("ca").join("master")).unwrap();
+    let before = rss_kib() as f64;
+    let fleet = Fleet::from_json(&identity, &hosts, HostnameVerification::On).unwrap();
+    let built = rss_kib() as f64;
+    for _ in 0..2 {
+        let results = fleet
+            .sweep_all(&Call::Health, SweepOptions::default(), |_| Flow::Continue)
+            .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "a host failed");
+    }
+    let kept = rss_kib() as f64;
+    let n = fleet.len() as f64;
+    println!(
+        "client RSS per host (fresh process): {:.1} KiB for the fleet, {:.1} KiB with a connection kept alive",
+        (built - before) / n,
+        (kept - before) / n
+    );
 }
 
 /// The reference master's pattern (asyncio.gather, a pin-probe handshake
@@ -117,10 +155,9 @@ fn python_reference(server: &Server, n: usize) {
             let wall = f["wall_ms"].as_f64().unwrap_or(0.0);
             let cpu = f["cpu_ms"].as_f64().unwrap_or(0.0);
             println!(
-                "{:<34} {wall:>9.1} {cpu:>10.1} {:>9.3} {:>8} {:>8} {:>12}   ({} of {n} answered)",
+                "{:<34} {wall:>9.1} {cpu:>10.1} {:>9.3} {:>8} {:>8}   ({} of {n} answered)",
                 format!("{n:>5} python asyncio+httpx, 1 sweep"),
                 cpu / n as f64,
-                "-",
                 "-",
                 "-",
                 f["ok"]
@@ -184,42 +221,31 @@ struct Sample {
     cpu_ms: f64,
     threads: usize,
     fds: usize,
-    rss_kib_per_host: f64,
 }
 
 impl Sample {
     fn print(&self, label: &str, n: usize) {
         println!(
-            "{label:<34} {:>9.1} {:>10.1} {:>9.3} {:>8} {:>8} {:>12.1}",
+            "{label:<34} {:>9.1} {:>10.1} {:>9.3} {:>8} {:>8}",
             self.wall_ms,
             self.cpu_ms,
             self.cpu_ms / n as f64,
             self.threads,
             self.fds,
-            self.rss_kib_per_host
         );
     }
 }
 
-/// The median round by wall time, with the largest RSS growth of all
-/// rounds (later rounds reuse memory the allocator kept from earlier ones).
+/// The median round by wall time.
 fn median(mut samples: Vec<Sample>) -> Sample {
-    let rss = samples
-        .iter()
-        .map(|s| s.rss_kib_per_host)
-        .fold(0.0, f64::max);
     samples.sort_by(|a, b| a.wall_ms.total_cmp(&b.wall_ms));
-    Sample {
-        rss_kib_per_host: rss,
-        ..samples[samples.len() / 2]
-    }
+    samples[samples.len() / 2]
 }
 
 impl Mode {
     /// Two health sweeps (a handshake each, then kept alive) with fresh
-    /// clients; the RSS figure is taken after the second, per host.
+    /// clients.
     fn measure(self, server: &Server) -> (Sample, Sample) {
-        let rss_before = rss_kib();
         match self {
             Mode::Fleet(concurrency) => {
                 let fleet =
@@ -235,10 +261,7 @@ impl Mode {
                         .unwrap();
                     assert!(results.iter().all(|r| r.is_ok()), "a host failed");
                 };
-                let cold = sampled(sweep);
-                let mut warm = sampled(sweep);
-                warm.rss_kib_per_host = (rss_kib() as f64 - rss_before as f64) / fleet.len() as f64;
-                (cold, warm)
+                (sampled(sweep), sampled(sweep))
             }
             Mode::ThreadPerHost => {
                 let records: Vec<HostRecord> = server
@@ -268,11 +291,7 @@ impl Mode {
                     let ok = handles.into_iter().all(|h| h.join().unwrap());
                     assert!(ok, "a host failed");
                 };
-                let cold = sampled(sweep);
-                let mut warm = sampled(sweep);
-                warm.rss_kib_per_host =
-                    (rss_kib() as f64 - rss_before as f64) / clients.len() as f64;
-                (cold, warm)
+                (sampled(sweep), sampled(sweep))
             }
         }
     }
@@ -306,7 +325,6 @@ fn sampled(body: impl FnOnce()) -> Sample {
         // Less the sampler itself.
         threads: peak_threads.load(Ordering::Relaxed).saturating_sub(1),
         fds: peak_fds.load(Ordering::Relaxed),
-        rss_kib_per_host: 0.0,
     }
 }
 
