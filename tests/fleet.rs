@@ -268,8 +268,9 @@ fn callbacks_follow_completion_and_results_follow_the_input() {
 fn stopping_early_leaves_the_rest_not_attempted() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    // One thread: while the stalled second host is in flight, the stop
-    // from the first host's callback lands, so exactly two are attempted.
+    // One thread: if it takes the stalled second host before the stop
+    // from the first host's callback lands, that host holds it until the
+    // stop is in; so at most two are attempted.
     let mut behaviours = vec![Behaviour::Healthy, Behaviour::Stall(Duration::from_secs(3))];
     behaviours.extend([Behaviour::Healthy; 18]);
     let swarm = Swarm::start(&pki.ca, &behaviours).unwrap();
@@ -292,7 +293,11 @@ fn stopping_early_leaves_the_rest_not_attempted() {
     assert_eq!(calls, 1, "no callback after the stop");
     assert_eq!(results.len(), 20);
     assert!(results[0].is_ok());
-    assert_eq!(err_of(&results[1].outcome).kind(), ErrorKind::Timeout);
+    // The thread may take the stalled host before the stop lands, or not.
+    match &results[1].outcome {
+        Outcome::NotAttempted => {}
+        other => assert_eq!(err_of(other).kind(), ErrorKind::Timeout),
+    }
     for (i, r) in results.iter().enumerate().skip(2) {
         assert!(matches!(r.outcome, Outcome::NotAttempted), "{i}: {r:?}");
         assert_eq!(r.elapsed, Duration::ZERO);

@@ -122,7 +122,8 @@ def test_as_completed_closed_early_stops_the_call(swarm, fleet):
     iterator.close()
     results = fleet.health(plan, concurrency=1, on_result=lambda r: True)
     assert results[0].ok
-    assert isinstance(results[1].error, dac.AgentTimeoutError)
+    # The thread may take the stalled host before the stop lands, or not.
+    assert results[1].not_attempted or isinstance(results[1].error, dac.AgentTimeoutError)
     assert [r.not_attempted for r in results[2:]] == [True] * (len(plan) - 2)
     assert all(r.error is None and r.result is None for r in results[2:])
 
