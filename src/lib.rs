@@ -1,7 +1,7 @@
 //! decnet-agent-client: drive DECNET honeypot worker agents over mutual TLS.
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
-//! [`identity`] → `tls` → [`client`]; [`topology`] is pure.
+//! [`identity`] → `tls` → [`client`] → [`fleet`]; [`topology`] is pure.
 
 pub mod client;
 pub mod error;
