@@ -114,7 +114,7 @@ pub(super) fn hostname_choice(value: u32) -> Result<HostnameVerification, Failur
     }
 }
 
-fn profile_of(value: u32) -> Result<Profile, Failure> {
+pub(super) fn profile_of(value: u32) -> Result<Profile, Failure> {
     Profile::from_code(value).ok_or_else(|| Error::invalid("profile", "must be 0 to 3").into())
 }
 
