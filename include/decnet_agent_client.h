@@ -575,6 +575,26 @@ enum decnet_result decnet_fleet_set_timeouts(const struct decnet_fleet *fleet,
                                              const struct decnet_timeouts *timeouts);
 
 /**
+ * Turns TLS 1.3 session resumption on (`true`, the default) or off for
+ * the new connections of every host, as
+ * `decnet_client_set_session_resumption` does for one.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_session_resumption(const struct decnet_fleet *fleet, bool on);
+
+/**
+ * Reads the handshakes every host's client has completed, summed, full
+ * and resumed, into `*out` (zeroed first).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_handshake_counts(const struct decnet_fleet *fleet,
+                                                 struct decnet_handshake_counts *out);
+
+/**
  * Sets the fleet's default concurrency: hosts in flight at once, each on
  * one worker thread of the call's pool (1 to 4096; default 64).
  *

@@ -1292,6 +1292,8 @@ _FLEET_SIGNATURES: Dict[str, "tuple[Any, list]"] = {
     "decnet_fleet_size": (_Result, [_FleetPtr, POINTER(c_size_t)]),
     "decnet_fleet_set_timeouts": (_Result, [_FleetPtr, c_uint32, POINTER(_CTimeouts)]),
     "decnet_fleet_set_concurrency": (_Result, [_FleetPtr, c_size_t]),
+    "decnet_fleet_set_session_resumption": (_Result, [_FleetPtr, c_bool]),
+    "decnet_fleet_handshake_counts": (_Result, [_FleetPtr, POINTER(_CHandshakeCounts)]),
     "decnet_fleet_set_deadline_ms": (_Result, [_FleetPtr, c_uint64]),
     "decnet_fleet_call": (
         _Result,
@@ -1423,6 +1425,21 @@ class Fleet(_HandleOwner):
                            _to_ms(write, "write"), _to_ms(pool, "pool"))
         with self._handle as pointer:
             _check(lib.decnet_fleet_set_timeouts(pointer, _profile_code(profile), byref(value)))
+
+    def set_session_resumption(self, on: bool) -> None:
+        """Turns TLS 1.3 session resumption on (the default) or off for every host's new
+        connections, as :meth:`Client.set_session_resumption` does for one."""
+        if not isinstance(on, bool):
+            raise _invalid("on", f"must be True or False, not {on!r}")
+        with self._handle as pointer:
+            _check(lib.decnet_fleet_set_session_resumption(pointer, on))
+
+    def handshake_counts(self) -> HandshakeCounts:
+        """The TLS handshakes of every host, summed: ``(full, resumed)``."""
+        out = _CHandshakeCounts()
+        with self._handle as pointer:
+            _check(lib.decnet_fleet_handshake_counts(pointer, byref(out)))
+        return HandshakeCounts(full=out.full, resumed=out.resumed)
 
     def set_concurrency(self, concurrency: int) -> None:
         """Sets the default number of hosts in flight at once (1 to 4096; default 64)."""

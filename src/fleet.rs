@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
+use crate::client::{
+    AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
+};
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
 
@@ -484,6 +486,25 @@ impl Fleet {
             client.set_max_response_bytes(limit)?;
         }
         Ok(())
+    }
+
+    /// Turns TLS 1.3 session resumption on (the default) or off for the new
+    /// connections of every host (see [`AgentClient::set_session_resumption`]).
+    pub fn set_session_resumption(&self, on: bool) {
+        for client in self.clients.iter() {
+            client.set_session_resumption(on);
+        }
+    }
+
+    /// Handshakes completed over every host, by kind.
+    pub fn handshake_counts(&self) -> HandshakeCounts {
+        self.clients.iter().map(|c| c.handshake_counts()).fold(
+            HandshakeCounts::default(),
+            |sum, c| HandshakeCounts {
+                full: sum.full + c.full,
+                resumed: sum.resumed + c.resumed,
+            },
+        )
     }
 
     /// Sets the fleet's default concurrency (1 to [`MAX_CONCURRENCY`]).

@@ -477,3 +477,33 @@ fn fleets_check_their_hosts_and_plans() {
         ErrorKind::InvalidArgument
     );
 }
+
+#[test]
+fn a_sweep_after_every_worker_closed_its_idle_connections_resumes() {
+    let _serial = serial();
+    let pki = TestPki::new().unwrap();
+    let swarm = Swarm::start(&pki.ca, &[Behaviour::Healthy; 24]).unwrap();
+    for member in swarm.members() {
+        let worker = member.worker.as_ref().unwrap();
+        worker.set_fault(decnet_agent_client::testkit::Fault::CloseIdleAfter(
+            Duration::from_millis(50),
+        ));
+    }
+    let sweep_twice = |fleet: &Fleet| {
+        for _ in 0..2 {
+            let results = fleet
+                .sweep_all(&Call::Health, SweepOptions::default(), |_| Flow::Continue)
+                .unwrap();
+            assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        fleet.handshake_counts()
+    };
+    let resuming = fleet_of(&pki, &swarm);
+    let counts = sweep_twice(&resuming);
+    assert_eq!((counts.full, counts.resumed), (24, 24), "{counts:?}");
+    let full_only = fleet_of(&pki, &swarm);
+    full_only.set_session_resumption(false);
+    let counts = sweep_twice(&full_only);
+    assert_eq!((counts.full, counts.resumed), (48, 0), "{counts:?}");
+}

@@ -198,3 +198,17 @@ def test_calls_from_threads_share_the_fleet(swarm, fleet):
     for t in threads:
         t.join()
     assert outcomes == [True] * 4
+
+
+def test_handshake_counts_and_the_resumption_switch(swarm, fleet):
+    """Counts sum over the hosts; the switch is checked and reaches every host's client."""
+    _, hosts = swarm
+    assert fleet.handshake_counts() == (0, 0)
+    healthy = [i for i, record in enumerate(hosts) if record["behaviour"] == "healthy"]
+    fleet.set_session_resumption(False)
+    results = fleet.health(hosts=healthy)
+    assert all(r.ok for r in results), results
+    counts = fleet.handshake_counts()
+    assert counts == dac.HandshakeCounts(full=len(healthy), resumed=0)
+    with pytest.raises(dac.InvalidArgumentError):
+        fleet.set_session_resumption("no")

@@ -11,7 +11,9 @@ use super::guard::{
 };
 use super::identity::decnet_identity;
 use super::result::decnet_result;
-use crate::client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
+use crate::client::{
+    AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
+};
 use crate::error::Error;
 
 /// A client for one worker agent. Opaque.
@@ -313,12 +315,21 @@ pub unsafe extern "C" fn decnet_client_set_session_resumption(
 
 /// The TLS handshakes a client has completed, by kind.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct decnet_handshake_counts {
     /// Full handshakes; the certificate verifier ran in each.
     pub full: u64,
     /// Resumed TLS 1.3 handshakes; the pin was checked again in each.
     pub resumed: u64,
+}
+
+impl From<HandshakeCounts> for decnet_handshake_counts {
+    fn from(counts: HandshakeCounts) -> Self {
+        decnet_handshake_counts {
+            full: counts.full,
+            resumed: counts.resumed,
+        }
+    }
 }
 
 /// Reads how many handshakes this client has completed, full and resumed,
@@ -334,16 +345,9 @@ pub unsafe extern "C" fn decnet_client_handshake_counts(
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
-        *out = decnet_handshake_counts {
-            full: 0,
-            resumed: 0,
-        };
+        *out = decnet_handshake_counts::default();
         let client = unsafe { handle(client, "client") }?;
-        let counts = client.inner.handshake_counts();
-        *out = decnet_handshake_counts {
-            full: counts.full,
-            resumed: counts.resumed,
-        };
+        *out = client.inner.handshake_counts().into();
         Ok(())
     })
 }

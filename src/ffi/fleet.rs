@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{decnet_timeouts, hostname_choice, profile_of};
+use super::client::{decnet_handshake_counts, decnet_timeouts, hostname_choice, profile_of};
 use super::guard::{
     guard, handle, optional_str, out_ptr, required_json, required_str, to_c_string, write_string,
     Failure,
@@ -139,6 +139,45 @@ pub unsafe extern "C" fn decnet_fleet_set_timeouts(
         let fleet = unsafe { handle(fleet, "fleet") }?;
         let t = unsafe { handle(timeouts, "timeouts") }?;
         fleet.inner.set_timeouts(profile_of(profile)?, t.into())?;
+        Ok(())
+    })
+}
+
+/// Turns TLS 1.3 session resumption on (`true`, the default) or off for
+/// the new connections of every host, as
+/// `decnet_client_set_session_resumption` does for one.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_session_resumption(
+    fleet: *const decnet_fleet,
+    on: bool,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        fleet.inner.set_session_resumption(on);
+        Ok(())
+    })
+}
+
+/// Reads the handshakes every host's client has completed, summed, full
+/// and resumed, into `*out` (zeroed first).
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_handshake_counts(
+    fleet: *const decnet_fleet,
+    out: *mut decnet_handshake_counts,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = decnet_handshake_counts::default();
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        *out = fleet.inner.handshake_counts().into();
         Ok(())
     })
 }

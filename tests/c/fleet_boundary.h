@@ -92,6 +92,19 @@ static void test_fleet_boundary(const decnet_identity *identity) {
     expect_error("decnet_fleet_set_concurrency(0)", rc, DECNET_ERR_INVALID_ARGUMENT, "concurrency");
     EXPECT_NULL("decnet_fleet_set_concurrency", "fleet", decnet_fleet_set_concurrency(NULL, 8), true);
 
+    cover("call", "decnet_fleet_set_session_resumption", NULL);
+    expect_ok("decnet_fleet_set_session_resumption(false)", decnet_fleet_set_session_resumption(fleet, false));
+    expect_ok("decnet_fleet_set_session_resumption(true)", decnet_fleet_set_session_resumption(fleet, true));
+    EXPECT_NULL("decnet_fleet_set_session_resumption", "fleet", decnet_fleet_set_session_resumption(NULL, true),
+                true);
+
+    cover("call", "decnet_fleet_handshake_counts", NULL);
+    decnet_handshake_counts counts = {3, 3};
+    EXPECT_NULL("decnet_fleet_handshake_counts", "fleet", decnet_fleet_handshake_counts(NULL, &counts),
+                counts.full == 0 && counts.resumed == 0);
+    EXPECT_NULL("decnet_fleet_handshake_counts", "out", decnet_fleet_handshake_counts(fleet, NULL), true);
+    expect_ok("decnet_fleet_handshake_counts", decnet_fleet_handshake_counts(fleet, &counts));
+
     cover("call", "decnet_fleet_set_deadline_ms", NULL);
     expect_ok("decnet_fleet_set_deadline_ms(60000)", decnet_fleet_set_deadline_ms(fleet, 60000));
     expect_ok("decnet_fleet_set_deadline_ms(0) clears it", decnet_fleet_set_deadline_ms(fleet, 0));

@@ -139,6 +139,7 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
     };
     let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
     let fleet = Fleet::from_json(&identity, &Value::Array(records), hostname)?;
+    fleet.set_session_resumption(!cli.no_resumption);
     for profile in Profile::ALL {
         let mut t = profile.default_timeouts();
         if let Some(s) = cli.connect_timeout {
