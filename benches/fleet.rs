@@ -32,7 +32,11 @@ fn main() {
     if let Some(at) = args.iter().position(|a| a == SERVE_FLAG) {
         let dir = PathBuf::from(&args[at + 1]);
         let count: usize = args[at + 2].parse().expect("count");
-        match serve_swarm(&dir, &vec![Behaviour::Healthy; count]) {
+        let behaviour = match args.get(at + 3) {
+            Some(ms) => Behaviour::ClosesIdle(Duration::from_millis(ms.parse().expect("idle ms"))),
+            None => Behaviour::Healthy,
+        };
+        match serve_swarm(&dir, &vec![behaviour; count]) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("swarm server: {e}");
@@ -91,6 +95,9 @@ fn main() {
             .output()
             .unwrap();
         print!("{n:>5} {}", String::from_utf8_lossy(&rss.stdout));
+        if n >= 256 {
+            resumed_sweeps(n);
+        }
         if n == 256 {
             for concurrency in [4, 16, 64, 256] {
                 let mut cold = Vec::new();
@@ -105,6 +112,45 @@ fn main() {
             }
         }
     }
+}
+
+/// The sweep after every worker closed its idle connections (the
+/// reference worker does after ~5 s; these after 200 ms): full handshakes
+/// against resumed ones, each fleet's second sweep, rounds alternating.
+fn resumed_sweeps(n: usize) {
+    const IDLE: Duration = Duration::from_millis(200);
+    let server = Server::start_with(n, Some(IDLE));
+    let mut samples = [Vec::new(), Vec::new()];
+    let mut counts = [(0, 0), (0, 0)];
+    for _ in 0..ROUNDS {
+        for (i, resume) in [false, true].into_iter().enumerate() {
+            let fleet = Fleet::from_json(&server.identity, &server.hosts, HostnameVerification::On)
+                .unwrap();
+            fleet.set_session_resumption(resume);
+            let sweep = || {
+                let results = fleet
+                    .sweep_all(&Call::Health, SweepOptions::default(), |_| Flow::Continue)
+                    .unwrap();
+                assert!(results.iter().all(|r| r.is_ok()), "a host failed");
+            };
+            sweep();
+            thread::sleep(IDLE * 3);
+            samples[i].push(sampled(sweep));
+            let c = fleet.handshake_counts();
+            counts[i] = (c.full, c.resumed);
+        }
+    }
+    let [full, resumed] = samples.map(median);
+    full.print(&format!("{n:>5} after idle close, full"), n);
+    resumed.print(&format!("{n:>5} after idle close, resumed"), n);
+    println!(
+        "{:<34} {:>9.2}x {:>9.2}x   (handshakes full/resumed: {:?} and {:?})",
+        format!("{n:>5} resumed / full (wall, cpu)"),
+        resumed.wall_ms / full.wall_ms,
+        resumed.cpu_ms / full.cpu_ms,
+        counts[0],
+        counts[1]
+    );
 }
 
 /// In a fresh process (so no memory an earlier case freed is reused):
@@ -177,9 +223,20 @@ struct Server {
 
 impl Server {
     fn start(count: usize) -> Server {
+        Server::start_with(count, None)
+    }
+
+    /// Stand-ins that close connections idle for `idle_close`, if given.
+    fn start_with(count: usize, idle_close: Option<Duration>) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            SERVE_FLAG.to_string(),
+            dir.path().to_str().unwrap().to_string(),
+            count.to_string(),
+        ];
+        args.extend(idle_close.map(|d| d.as_millis().to_string()));
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([SERVE_FLAG, dir.path().to_str().unwrap(), &count.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -110,7 +110,7 @@ fn every_host_of_a_mixed_fleet_gets_its_own_outcome() {
         let port = member.record["agent_port"].as_u64().unwrap();
         assert_eq!(r.host.address, format!("127.0.0.1:{port}"));
         match member.behaviour {
-            Behaviour::Healthy => {
+            Behaviour::Healthy | Behaviour::ClosesIdle(_) => {
                 match &r.outcome {
                     Outcome::Ok(v) => assert_eq!(v, &json!({"status": "ok"})),
                     other => panic!("host {i}: {other:?}"),
@@ -482,13 +482,11 @@ fn fleets_check_their_hosts_and_plans() {
 fn a_sweep_after_every_worker_closed_its_idle_connections_resumes() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    let swarm = Swarm::start(&pki.ca, &[Behaviour::Healthy; 24]).unwrap();
-    for member in swarm.members() {
-        let worker = member.worker.as_ref().unwrap();
-        worker.set_fault(decnet_agent_client::testkit::Fault::CloseIdleAfter(
-            Duration::from_millis(50),
-        ));
-    }
+    let swarm = Swarm::start(
+        &pki.ca,
+        &[Behaviour::ClosesIdle(Duration::from_millis(50)); 24],
+    )
+    .unwrap();
     let sweep_twice = |fleet: &Fleet| {
         for _ in 0..2 {
             let results = fleet

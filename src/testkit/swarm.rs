@@ -29,11 +29,14 @@ pub enum Behaviour {
     Refuse,
     /// Answers every request with 500.
     ServerError,
+    /// Answers as the contract says and closes a connection idle this long
+    /// (the reference worker does after ~5 s).
+    ClosesIdle(Duration),
 }
 
 impl Behaviour {
     /// A short lowercase label (`healthy`, `stall`, `wrong-cert`, `refuse`,
-    /// `server-error`).
+    /// `server-error`, `closes-idle`).
     pub fn label(self) -> &'static str {
         match self {
             Behaviour::Healthy => "healthy",
@@ -41,6 +44,7 @@ impl Behaviour {
             Behaviour::WrongCertificate => "wrong-cert",
             Behaviour::Refuse => "refuse",
             Behaviour::ServerError => "server-error",
+            Behaviour::ClosesIdle(_) => "closes-idle",
         }
     }
 }
@@ -104,6 +108,7 @@ impl Swarm {
                 match behaviour {
                     Behaviour::Stall(delay) => worker.set_fault(Fault::Stall(delay)),
                     Behaviour::ServerError => worker.set_fault(Fault::ServerError),
+                    Behaviour::ClosesIdle(after) => worker.set_fault(Fault::CloseIdleAfter(after)),
                     Behaviour::WrongCertificate => {
                         worker.swap_certificate(&bundle(&format!("{name}-other"))?)?
                     }
