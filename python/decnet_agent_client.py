@@ -648,7 +648,8 @@ def _hostname_choice(verify_hostname: Optional[bool]) -> int:
     return _HOSTNAME_ON if verify_hostname else _HOSTNAME_OFF
 
 
-def _profile_code(profile: Union[str, int]) -> int:
+def _profile_code(profile: Union[str, int], names: Dict[str, int] = PROFILES) -> int:
+    """The code of ``profile``, a name in ``names`` or a code the library checks."""
     if isinstance(profile, int) and not isinstance(profile, bool):
         # ctypes would silently keep the low 32 bits (2**32 + 2 would
         # select topology-apply); the library checks the rest of the range.
@@ -656,9 +657,9 @@ def _profile_code(profile: Union[str, int]) -> int:
             raise _invalid("profile", f"{profile} is not a profile code")
         return profile
     try:
-        return PROFILES[profile]
+        return names[profile]
     except (KeyError, TypeError):
-        raise _invalid("profile", f"{profile!r} is not one of {sorted(PROFILES)}") from None
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(names)}") from None
 
 
 def _to_ms(seconds: float, argument: str) -> int:
@@ -1135,12 +1136,7 @@ def _tarball(tarball: Any) -> "tuple[Optional[bytes], Any, int, Any]":
 
 
 def _updater_profile(profile: Union[str, int]) -> int:
-    if isinstance(profile, int) and not isinstance(profile, bool):
-        return profile
-    try:
-        return UPDATER_PROFILES[profile]
-    except (KeyError, TypeError):
-        raise _invalid("profile", f"{profile!r} is not one of {sorted(UPDATER_PROFILES)}") from None
+    return _profile_code(profile, UPDATER_PROFILES)
 
 
 class UpdaterClient(_HandleOwner):

@@ -196,6 +196,9 @@ def test_every_call_and_the_exact_multipart_body(identity, enrolled, updater, tm
         assert client.health()["role"] == "updater"
         assert client.get_timeouts("update") == dac.Timeouts(10.0, 180.0, 120.0, 5.0)
         assert client.get_timeouts("control")[:3] == (5.0, 30.0, 10.0)
+        for wide in (2**32 + 1, -1):  # never truncated to a valid code by ctypes
+            with pytest.raises(dac.InvalidArgumentError, match="profile"):
+                client.get_timeouts(wide)
         payload = bytes(range(256)) * 64 + b"\r\n--\r\n\r\n" + os.urandom(5000)
         answer = client.update(payload, "deadbeef")
         assert answer["status"] == "updated" and answer["release"]["sha"] == "deadbeef"
