@@ -30,8 +30,11 @@ use crate::error::{Error, Result, TimeoutPhase};
 use crate::identity::Identity;
 use crate::pki;
 
-/// Size of each connection's input and output buffers.
-const BUFFER_SIZE: usize = 64 * 1024;
+/// Size of each connection's input and output buffers. It bounds the
+/// response head (a worker's is well under 1 KiB); bodies stream through.
+/// A fleet keeps one connection per host, so this is most of a kept-alive
+/// host's memory: 16 KiB each way holds one full TLS record's plaintext.
+const BUFFER_SIZE: usize = 16 * 1024;
 /// Sealed request bytes held back before they are sent anyway.
 const FLUSH_THRESHOLD: usize = 16 * 1024;
 

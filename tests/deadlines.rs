@@ -191,7 +191,7 @@ fn an_oversized_response_head_is_a_protocol_error_naming_the_limit() {
     );
     println!("oversized head: {error} after {} ms", took.as_millis());
     match &error {
-        Error::Protocol { reason } => assert!(reason.contains("65536 bytes"), "{reason}"),
+        Error::Protocol { reason } => assert!(reason.contains("16384 bytes"), "{reason}"),
         other => panic!("expected a protocol error, got {other:?}"),
     }
     assert!(took < SLACK, "{took:?}");
