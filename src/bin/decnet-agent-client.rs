@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use decnet_agent_client::client::{AgentClient, HostRecord, HostnameVerification, Profile};
+use decnet_agent_client::client::{
+    AgentClient, HostRecord, HostnameVerification, Profile, Timeouts,
+};
 use decnet_agent_client::identity::{default_ca_dir, MASTER_DIR};
 use decnet_agent_client::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
 use decnet_agent_client::{topology, Error, ErrorKind, Identity, Result};
@@ -258,6 +260,21 @@ fn seconds(value: f64, what: &str) -> Result<Duration> {
         .ok_or_else(|| Error::invalid(what, "must be a positive number of seconds"))
 }
 
+/// `timeouts` with the `--connect-timeout`, `--read-timeout` and
+/// `--write-timeout` the user gave, for every client the tool makes.
+fn with_timeout_options(cli: &Cli, mut timeouts: Timeouts) -> Result<Timeouts> {
+    if let Some(s) = cli.connect_timeout {
+        timeouts.connect = seconds(s, "connect_timeout")?;
+    }
+    if let Some(s) = cli.read_timeout {
+        timeouts.read = seconds(s, "read_timeout")?;
+    }
+    if let Some(s) = cli.write_timeout {
+        timeouts.write = seconds(s, "write_timeout")?;
+    }
+    Ok(timeouts)
+}
+
 fn client(cli: &Cli) -> Result<AgentClient> {
     if cli.host_json.as_deref() == Some("-") && reads_stdin(&cli.command) {
         return Err(Error::invalid(
@@ -285,17 +302,10 @@ fn client(cli: &Cli) -> Result<AgentClient> {
     let client = AgentClient::new(&identity, record, hostname)?;
     client.set_session_resumption(!cli.no_resumption);
     for profile in Profile::ALL {
-        let mut t = client.timeouts(profile);
-        if let Some(s) = cli.connect_timeout {
-            t.connect = seconds(s, "connect_timeout")?;
-        }
-        if let Some(s) = cli.read_timeout {
-            t.read = seconds(s, "read_timeout")?;
-        }
-        if let Some(s) = cli.write_timeout {
-            t.write = seconds(s, "write_timeout")?;
-        }
-        client.set_timeouts(profile, t)?;
+        client.set_timeouts(
+            profile,
+            with_timeout_options(cli, client.timeouts(profile))?,
+        )?;
     }
     Ok(client)
 }

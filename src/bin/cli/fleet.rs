@@ -18,7 +18,7 @@ use decnet_agent_client::{Error, ErrorKind, Fleet, HostResult, Identity, Outcome
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use super::{ca_dir, exit_code, read_input, read_json, seconds, Cli};
+use super::{ca_dir, exit_code, read_input, read_json, seconds, with_timeout_options, Cli};
 
 /// The exit statuses of `fleet` once every host has been tried, most
 /// severe first: the first row that applies is the status.
@@ -141,17 +141,10 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
     let fleet = Fleet::from_json(&identity, &Value::Array(records), hostname)?;
     fleet.set_session_resumption(!cli.no_resumption);
     for profile in Profile::ALL {
-        let mut t = profile.default_timeouts();
-        if let Some(s) = cli.connect_timeout {
-            t.connect = seconds(s, "connect_timeout")?;
-        }
-        if let Some(s) = cli.read_timeout {
-            t.read = seconds(s, "read_timeout")?;
-        }
-        if let Some(s) = cli.write_timeout {
-            t.write = seconds(s, "write_timeout")?;
-        }
-        fleet.set_timeouts(profile, t)?;
+        fleet.set_timeouts(
+            profile,
+            with_timeout_options(cli, profile.default_timeouts())?,
+        )?;
     }
     let options = SweepOptions {
         concurrency: args.concurrency,

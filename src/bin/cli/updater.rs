@@ -13,7 +13,7 @@ use decnet_agent_client::updater::{
 use decnet_agent_client::{Error, Identity, Result};
 use serde_json::{json, Value};
 
-use super::{ca_dir, hostname_choice, read_json, seconds, Cli};
+use super::{ca_dir, hostname_choice, read_json, seconds, with_timeout_options, Cli};
 
 /// One call to a worker's updater.
 #[derive(Subcommand)]
@@ -90,17 +90,10 @@ fn updater_client(cli: &Cli, port: u16) -> Result<UpdaterClient> {
         }
     };
     for profile in UpdaterProfile::ALL {
-        let mut t = client.timeouts(profile);
-        if let Some(s) = cli.connect_timeout {
-            t.connect = seconds(s, "connect_timeout")?;
-        }
-        if let Some(s) = cli.read_timeout {
-            t.read = seconds(s, "read_timeout")?;
-        }
-        if let Some(s) = cli.write_timeout {
-            t.write = seconds(s, "write_timeout")?;
-        }
-        client.set_timeouts(profile, t)?;
+        client.set_timeouts(
+            profile,
+            with_timeout_options(cli, client.timeouts(profile))?,
+        )?;
     }
     Ok(client)
 }
