@@ -23,6 +23,9 @@ pub enum TimeoutPhase {
     Read,
     /// Waiting for a connection from the pool.
     Pool,
+    /// An overall deadline the caller set over many calls (a fleet sweep's,
+    /// or the wait for a release) passed before this call finished.
+    Deadline,
 }
 
 impl fmt::Display for TimeoutPhase {
@@ -33,6 +36,7 @@ impl fmt::Display for TimeoutPhase {
             TimeoutPhase::Write => "write",
             TimeoutPhase::Read => "read",
             TimeoutPhase::Pool => "pool",
+            TimeoutPhase::Deadline => "deadline",
         })
     }
 }
@@ -116,7 +120,7 @@ pub enum Error {
     },
 
     /// A timeout of the call's profile expired.
-    #[error("timed out during {phase} with {address}")]
+    #[error("timed out ({phase}) with {address}")]
     Timeout {
         /// `host:port` of the worker.
         address: String,

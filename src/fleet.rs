@@ -552,8 +552,8 @@ impl Fleet {
     /// host completes (completion order); [`Flow::Stop`] starts no more
     /// hosts, and no callback follows. With a deadline, the sweep returns
     /// when it expires and every unfinished host reports
-    /// [`Error::Timeout`] (phase `read` for a host in flight, `pool` for
-    /// one that never got a worker thread), passed to `on_result` at that
+    /// [`Error::Timeout`] with phase [`TimeoutPhase::Deadline`] (in flight
+    /// or never started: `elapsed` tells them apart), passed to `on_result` at that
     /// moment in input order; a thread still waiting on a hung worker
     /// finishes on its own, within that host's timeouts, holding nothing
     /// the caller sees. So unless it stops the sweep, `on_result` sees
@@ -689,7 +689,7 @@ impl Fleet {
                             elapsed: now.saturating_duration_since(began),
                             outcome: Outcome::Err(Error::Timeout {
                                 address: host.address.clone(),
-                                phase: TimeoutPhase::Read,
+                                phase: TimeoutPhase::Deadline,
                             }),
                             host,
                         },
@@ -697,7 +697,7 @@ impl Fleet {
                             elapsed: Duration::ZERO,
                             outcome: Outcome::Err(Error::Timeout {
                                 address: host.address.clone(),
-                                phase: TimeoutPhase::Pool,
+                                phase: TimeoutPhase::Deadline,
                             }),
                             host,
                         },

@@ -380,7 +380,7 @@ impl UpdaterClient {
             if left.is_zero() {
                 return Err(Error::Timeout {
                     address: rpc::authority(&self.address, self.port),
-                    phase: TimeoutPhase::Read,
+                    phase: TimeoutPhase::Deadline,
                 });
             }
             let base = self.timeouts(UpdaterProfile::Control);

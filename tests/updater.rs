@@ -411,6 +411,16 @@ fn waiting_for_a_release_that_never_comes_ends_at_the_deadline() {
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(600), "{waited:?}");
     assert!(waited < Duration::from_secs(10), "{waited:?} for {err}");
+    assert!(
+        matches!(
+            err,
+            decnet_agent_client::Error::Timeout {
+                phase: decnet_agent_client::TimeoutPhase::Deadline,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     expect_kind(
         s.client
             .wait_for_release("", Duration::from_secs(1), Duration::from_millis(50)),
