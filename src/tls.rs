@@ -13,12 +13,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
+    Tls12Resumption, Tls13ClientSessionValue,
+};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     AlertDescription, CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct,
-    HandshakeKind, OtherError, SignatureScheme,
+    HandshakeKind, NamedGroup, OtherError, SignatureScheme,
 };
 use socket2::SockRef;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -186,6 +189,46 @@ fn webpki_error(error: webpki::Error) -> rustls::Error {
 /// eight to a name; a client talks to one worker).
 const TICKETS_KEPT: usize = 8;
 
+/// A client's ticket store that keeps TLS 1.3 tickets only. rustls'
+/// `Tls12Resumption::Disabled` stops TLS 1.2 tickets but still saves and
+/// offers TLS 1.2 session ids; a TLS 1.2 resumption reuses the old master
+/// secret with no fresh key exchange, so no TLS 1.2 session is ever kept.
+#[derive(Debug)]
+struct Tls13OnlyStore(ClientSessionMemoryCache);
+
+impl ClientSessionStore for Tls13OnlyStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.0.set_kx_hint(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.0.insert_tls13_ticket(server_name, value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.0.take_tls13_ticket(server_name)
+    }
+}
+
 /// How many handshakes a client completed, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HandshakeCounts {
@@ -270,9 +313,10 @@ impl TlsSession {
         // Same verifier and client-certificate resolver objects: rustls
         // stores them with each ticket and offers it only under them.
         let mut resuming = full_only.clone();
-        resuming.resumption =
-            Resumption::store(Arc::new(ClientSessionMemoryCache::new(TICKETS_KEPT)))
-                .tls12_resumption(Tls12Resumption::Disabled);
+        resuming.resumption = Resumption::store(Arc::new(Tls13OnlyStore(
+            ClientSessionMemoryCache::new(TICKETS_KEPT),
+        )))
+        .tls12_resumption(Tls12Resumption::Disabled);
         Ok(TlsSession {
             resuming: Arc::new(resuming),
             full_only: Arc::new(full_only),

@@ -160,3 +160,22 @@ fn ten_thousand_tickets_keep_memory_bounded() {
     // unbounded, 10,000 of them would be over 10 MiB.
     assert!(grown < 3 * 1024, "resident memory grew {grown} KiB");
 }
+
+#[test]
+fn a_tls_1_2_worker_is_never_resumed() {
+    let s = setup();
+    // TLS 1.2 resumption would reuse the old master secret with no fresh
+    // key exchange: it stays off, even against a worker that offers it.
+    let worker = StandInWorker::builder(&s.pki.worker_bundle("worker-1").unwrap())
+        .tls12_only()
+        .start()
+        .unwrap();
+    worker.set_fault(Fault::CloseIdleAfter(IDLE_CLOSE));
+    let client = client_for(&s.pki, &worker, true);
+    for _ in 0..3 {
+        client.health().unwrap();
+        after_idle_close();
+    }
+    assert_eq!(client.handshake_counts(), counts(3, 0));
+    assert_eq!(worker.handshakes(), 3);
+}

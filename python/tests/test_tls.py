@@ -465,6 +465,16 @@ def test_reconnects_resume_against_openssl_and_the_switch_turns_it_off(identity,
     assert worker.errors == []
 
 
+def test_tls12_sessions_are_never_resumed_against_openssl(identity, start_worker, rsa_bundle):
+    """OpenSSL offers TLS 1.2 session ids and tickets; the library resumes TLS 1.3 only."""
+    worker = start_worker(rsa_bundle, keep_alive=False, maximum_version=ssl.TLSVersion.TLSv1_2)
+    with dac.Client.from_host(identity, worker.host_record(), verify_hostname=True) as client:
+        for _ in range(3):
+            assert client.health() == {"status": "ok"}
+        assert client.handshake_counts() == (3, 0)
+    assert worker.resumed == 0 and worker.tls_versions == ["TLSv1.2"] * 3
+
+
 def test_large_answer(client, worker):
     worker.health_padding = 4 * 1024 * 1024
     assert len(client.health()["padding"]) == 4 * 1024 * 1024
