@@ -9,6 +9,14 @@ library's C ABI (``include/decnet_agent_client.h``). It adds:
   free them exactly once, and are safe to share between threads;
 * JSON in and out: dicts are sent as ``json.dumps`` text and every answer is
   returned as a dict; every string the library hands over is freed at once.
+* the library's events (connections opened, reused and retired, requests
+  sent and answered, failures with their kind) as records of the
+  ``logging.getLogger("decnet_agent_client")`` logger, on the calling thread,
+  with the parsed event in ``record.decnet_event``; levels map error, warn,
+  info, debug to ``ERROR``, ``WARNING``, ``INFO``, ``DEBUG``, and trace
+  (bodies) to :data:`TRACE` (5). The C callback is installed only while a
+  handler would emit something (see :func:`sync_logging`); it is
+  process-wide, so do not also set one from C in the same process.
 
 Finding the shared library, in this order:
 

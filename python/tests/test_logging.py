@@ -1,7 +1,9 @@
 """The library's events through ``logging.getLogger("decnet_agent_client")``.
 
 Each test starts from a logger with no handlers that does not propagate, so
-the state of pytest's own root handlers never decides what is installed.
+pytest's own capture handlers (which it attaches as each test phase starts,
+to the root logger and to loggers that do not propagate) never decide what
+is installed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import pytest
 import decnet_agent_client as dac
 
 CONFIG = {"mode": "unihost", "deckies": [{"name": "d1", "services": ["ssh"]}]}
+
+
+def isolate(log: logging.Logger) -> None:
+    """No handlers, no propagation (run inside the test, after pytest added its own)."""
+    log.handlers[:] = []
+    log.propagate = False
+    log.setLevel(logging.NOTSET)
 
 
 class Collect(logging.Handler):
@@ -30,13 +39,9 @@ class Collect(logging.Handler):
 
 @pytest.fixture
 def logger():
-    """The library's logger, isolated: no handlers, no propagation; restored afterwards."""
+    """The library's logger, restored afterwards; each test calls :func:`isolate` first."""
     log = logging.getLogger(dac.LOGGER_NAME)
     saved = (log.handlers[:], log.level, log.propagate)
-    log.handlers[:] = []
-    log.propagate = False
-    log.setLevel(logging.NOTSET)
-    dac.sync_logging()
     yield log
     log.handlers[:], level, log.propagate = saved
     log.setLevel(level)
@@ -44,6 +49,7 @@ def logger():
 
 
 def test_no_callback_is_installed_while_no_handler_wants_the_events(logger, client):
+    isolate(logger)
     assert client.health() == {"status": "ok"}
     assert dac.lib.decnet_get_log_level() == 0, "no handler: no callback"
 
@@ -83,6 +89,7 @@ def test_no_callback_is_installed_while_no_handler_wants_the_events(logger, clie
 
 
 def test_one_call_logs_its_events_in_order(logger, identity, worker):
+    isolate(logger)
     handler = Collect()
     logger.addHandler(handler)
     logger.setLevel(dac.TRACE)
@@ -103,6 +110,7 @@ def test_one_call_logs_its_events_in_order(logger, identity, worker):
 
 
 def test_levels_filter_what_is_formatted(logger, client):
+    isolate(logger)
     handler = Collect(logging.INFO)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
@@ -113,6 +121,7 @@ def test_levels_filter_what_is_formatted(logger, client):
 
 
 def test_failures_are_logged_with_their_kind(logger, identity, free_port):
+    isolate(logger)
     handler = Collect()
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR)
@@ -127,6 +136,7 @@ def test_failures_are_logged_with_their_kind(logger, identity, free_port):
 
 
 def test_a_raising_handler_does_not_break_the_call(logger, client):
+    isolate(logger)
     calls = []
 
     class Raising(logging.Handler):
@@ -146,6 +156,7 @@ def test_a_raising_handler_does_not_break_the_call(logger, client):
 
 
 def test_no_event_carries_key_material(logger, identity, worker, ca_dir):
+    isolate(logger)
     handler = Collect()
     logger.addHandler(handler)
     logger.setLevel(dac.TRACE)
