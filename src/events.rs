@@ -237,6 +237,10 @@ pub(crate) fn emit(level: Level, build: impl FnOnce() -> Event) {
     }
 }
 
+/// The slow path, kept out of line so an instrumented function stays as
+/// small as it was when nobody listens.
+#[cold]
+#[inline(never)]
 fn dispatch(build: impl FnOnce() -> Event) {
     // Dropped when the hook is running on this thread (or the thread is
     // exiting and its flag is gone).
