@@ -219,6 +219,15 @@ typedef enum decnet_log_level {
 typedef struct decnet_client decnet_client;
 
 /**
+ * Many worker agents driven as one. Opaque.
+ *
+ * Holds one client per host for its whole life, so a second sweep reuses
+ * the connections the first one opened. Thread-safe: sweeps may run from
+ * several threads at once.
+ */
+typedef struct decnet_fleet decnet_fleet;
+
+/**
  * The master's identity (client certificate, key and trusted CA). Opaque.
  *
  * Thread-safe: one handle may be used by any number of threads. Clients
@@ -275,6 +284,38 @@ typedef struct decnet_handshake_counts {
    */
   uint64_t resumed;
 } decnet_handshake_counts;
+
+/**
+ * Per-call sweep options. Zero in a field means "the fleet's setting".
+ */
+typedef struct decnet_sweep_options {
+  /**
+   * Hosts in flight at once (worker threads), 1 to 4096; 0: the fleet's
+   * default (64 unless `decnet_fleet_set_concurrency` changed it).
+   */
+  size_t concurrency;
+  /**
+   * Milliseconds after which every unfinished host reports a timeout
+   * and the call returns; 0: the fleet's default (none unless
+   * `decnet_fleet_set_deadline_ms` set one).
+   */
+  uint64_t deadline_ms;
+} decnet_sweep_options;
+
+/**
+ * Called once per host as it completes, with that host's result as a
+ * NUL-terminated JSON object (the same object as in the results array).
+ * The text is borrowed for the duration of the call: copy it to keep it.
+ * Hosts a sweep deadline cuts short are passed when it expires, so unless
+ * the callback stops the sweep it sees every host once. Return 0 to go
+ * on, non-zero to stop the sweep: no more hosts are started, hosts in
+ * flight finish without further callbacks, and hosts never started
+ * report `"outcome": "not_attempted"`.
+ *
+ * Called on the thread that called `decnet_fleet_call`, one call at a
+ * time, so it needs no locking. It must not free the fleet.
+ */
+typedef int (*decnet_fleet_callback)(const char *host_result_json, void *user_data);
 
 /**
  * Receives one event: `level` (a `decnet_log_level`: 1 error … 5 trace)
@@ -527,6 +568,137 @@ enum decnet_result decnet_enroll(const char *ca_dir,
                                  bool with_updater,
                                  bool reissue,
                                  char **out_json);
+
+/**
+ * Makes a fleet from a JSON array of host records (each as for
+ * `decnet_client_new_from_host_json`), every host presenting `identity`.
+ * Duplicate uuids or names are `DECNET_ERR_INVALID_ARGUMENT` naming both
+ * positions (`hosts[2].uuid … hosts[0]`); an empty array is a valid,
+ * empty fleet. No traffic happens yet.
+ *
+ * Ownership: `*out` is owned by the caller; free it with
+ * `decnet_fleet_free`. `identity` stays the caller's and may be freed
+ * right after this call. Thread-safe.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_fleet_new(const struct decnet_identity *identity,
+                                    const char *hosts_json,
+                                    uint32_t hostname_verification,
+                                    struct decnet_fleet **out);
+
+/**
+ * Frees a fleet and closes its connections. NULL is a no-op. Worker
+ * threads of a sweep cut short by its deadline may still be waiting on a
+ * hung worker; they end on their own within that host's timeouts.
+ *
+ * Call once per fleet, after every call using it has returned.
+ */
+void decnet_fleet_free(struct decnet_fleet *fleet);
+
+/**
+ * Writes the number of hosts to `*out`.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_size(const struct decnet_fleet *fleet, size_t *out);
+
+/**
+ * Sets the timeouts of `profile` (a `decnet_profile`) on every host, as
+ * `decnet_client_set_timeouts` does for one.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (unknown profile, zero timeout),
+ * `DECNET_ERR_PANIC`. Thread-safe; affects calls that start afterwards.
+ */
+enum decnet_result decnet_fleet_set_timeouts(const struct decnet_fleet *fleet,
+                                             uint32_t profile,
+                                             const struct decnet_timeouts *timeouts);
+
+/**
+ * Turns TLS 1.3 session resumption on (`true`, the default) or off for
+ * the new connections of every host, as
+ * `decnet_client_set_session_resumption` does for one.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_session_resumption(const struct decnet_fleet *fleet, bool on);
+
+/**
+ * Reads the handshakes every host's client has completed, summed, full
+ * and resumed, into `*out` (zeroed first).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_handshake_counts(const struct decnet_fleet *fleet,
+                                                 struct decnet_handshake_counts *out);
+
+/**
+ * Sets the fleet's default concurrency: hosts in flight at once, each on
+ * one worker thread of the call's pool (1 to 4096; default 64).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_concurrency(const struct decnet_fleet *fleet,
+                                                size_t concurrency);
+
+/**
+ * Sets the fleet's default sweep deadline in milliseconds; 0 clears it.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_deadline_ms(const struct decnet_fleet *fleet,
+                                                uint64_t deadline_ms);
+
+/**
+ * Runs one RPC over the fleet and writes every host's result to
+ * `*out_results_json`.
+ *
+ * `rpc` is one of `health`, `status`, `topology-state`, `self-destruct`,
+ * `deploy`, `mutate`, `teardown`, `apply-topology`, `teardown-topology`.
+ * `plan_json` NULL sends it without arguments to every host (for the RPCs
+ * that take none). Otherwise it is a JSON array, each host at most once,
+ * of host references (an index, or a uuid or name string) or of objects
+ * `{"host": <ref>, "args": {...}}` with that host's own arguments, named
+ * as in the single-host calls: `config`, `dry_run`, `no_cache` (deploy);
+ * `decky_id`, `services`, `dry_run` (mutate); `decky_id` (teardown, null
+ * for all); `hydrated` (an object or its JSON text, sent verbatim),
+ * `version_hash` (apply-topology); `topology_id` (teardown-topology).
+ * `options` may be NULL (the fleet's settings). `callback` may be NULL;
+ * see `decnet_fleet_callback` for when it is called.
+ *
+ * `*out_results_json` is a JSON array with one object per planned host,
+ * in plan order: `index`, `uuid`, `name`, `address`, `elapsed_ms`,
+ * `outcome` (`"ok"`, `"error"` or `"not_attempted"`), and `result` (the
+ * worker's answer) or `error` (`kind`, `code`, `message`, `http_status`,
+ * `body`, `detail`, `expected_fingerprint`, `actual_fingerprint`,
+ * `may_have_reached_worker`). A sweep deadline gives unfinished hosts
+ * `kind` `"timeout"`; a process out of file descriptors gives the
+ * affected hosts `kind` `"connect"` with a message that says so.
+ *
+ * Ownership: `*out_results_json` is the caller's; free it with
+ * `decnet_string_free`. Thread-safe; blocks the calling thread until the
+ * sweep ends (or its deadline).
+ *
+ * Results: `DECNET_OK` when the sweep ran, whatever each host's outcome;
+ * `DECNET_ERR_NULL_ARGUMENT`; `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC,
+ * malformed plan, unknown or repeated host, bad options; nothing was
+ * sent); `DECNET_ERR_INTERNAL` (no worker thread could start);
+ * `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_fleet_call(const struct decnet_fleet *fleet,
+                                     const char *rpc,
+                                     const char *plan_json,
+                                     const struct decnet_sweep_options *options,
+                                     decnet_fleet_callback callback,
+                                     void *user_data,
+                                     char **out_results_json);
 
 /**
  * Ensures the CA and the master bundle under `ca_dir` (NULL: the default,

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -14,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::json;
 use crate::pki;
-use crate::rpc::{self, Channel};
+use crate::rpc::{self, Channel, ProfileTable};
 pub use crate::rpc::{
     interpret_response, HostnameVerification, Timeouts, DEFAULT_MAX_RESPONSE_BYTES,
     VERIFY_HOSTNAME_ENV,
@@ -224,7 +223,7 @@ impl Profile {
 pub struct AgentClient {
     record: HostRecord,
     channel: Channel,
-    profiles: RwLock<[Timeouts; 4]>,
+    profiles: ProfileTable<4>,
 }
 
 impl fmt::Debug for AgentClient {
@@ -250,7 +249,7 @@ impl AgentClient {
         Ok(AgentClient {
             record,
             channel,
-            profiles: RwLock::new(Profile::ALL.map(Profile::default_timeouts)),
+            profiles: ProfileTable::new(Profile::ALL.map(Profile::default_timeouts)),
         })
     }
 
@@ -292,15 +291,13 @@ impl AgentClient {
 
     /// The timeouts of `profile`.
     pub fn timeouts(&self, profile: Profile) -> Timeouts {
-        self.profiles.read().unwrap_or_else(|p| p.into_inner())[profile as usize]
+        self.profiles.get(profile as usize)
     }
 
     /// Replaces the timeouts of `profile` for later calls. Zero durations
     /// (other than `pool`) are rejected.
     pub fn set_timeouts(&self, profile: Profile, timeouts: Timeouts) -> Result<()> {
-        timeouts.check()?;
-        self.profiles.write().unwrap_or_else(|p| p.into_inner())[profile as usize] = timeouts;
-        Ok(())
+        self.profiles.set(profile as usize, timeouts)
     }
 
     /// The cap on a response body, in bytes.

@@ -32,6 +32,8 @@
 //! | `request.failed`     | error | `address`, `method`, `path`, `kind`, `message`, `duration_ms` |
 //! | `request.body`       | trace | `address`, `method`, `path`, `body` |
 //! | `response.body`      | trace | `address`, `method`, `path`, `status`, `body` |
+//! | `fleet.sweep.started` | info | `hosts`, `concurrency`, `deadline_ms` (`null`: none) |
+//! | `fleet.sweep.ended`  | info  | `hosts`, `ok`, `failed`, `timed_out` (among the failed), `not_attempted`, `stopped` (by the callback), `duration_ms` |
 
 use std::cell::Cell;
 use std::fmt;

@@ -1,14 +1,15 @@
 //! decnet-agent-client: drive DECNET honeypot worker agents over mutual TLS.
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
-//! [`identity`] → `tls` → `rpc` (one exchange, shared by
-//! every client) → [`client`]; [`topology`] is pure.
+//! [`identity`] → `tls` → `rpc` (one exchange, shared by every client) →
+//! [`client`] → [`fleet`]; [`topology`] is pure.
 
 pub mod client;
 pub mod enroll;
 pub mod error;
 pub mod events;
 pub mod ffi;
+pub mod fleet;
 mod hex;
 pub mod identity;
 mod json;
@@ -27,5 +28,6 @@ pub use client::{
 pub use enroll::{enroll, EnrollRequest, Enrolled};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use events::{Event, Level};
+pub use fleet::{Fleet, HostResult, Outcome};
 pub use identity::Identity;
 pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -102,6 +102,30 @@ impl Timeouts {
                 return Err(Error::invalid(name, "timeout must be greater than zero"));
             }
         }
+        Ok(())
+    }
+}
+
+/// A client's table of timeout profiles, read by every call and changeable
+/// while calls run.
+#[derive(Debug)]
+pub(crate) struct ProfileTable<const N: usize>(RwLock<[Timeouts; N]>);
+
+impl<const N: usize> ProfileTable<N> {
+    /// A table holding `defaults`.
+    pub(crate) fn new(defaults: [Timeouts; N]) -> Self {
+        ProfileTable(RwLock::new(defaults))
+    }
+
+    /// The timeouts of profile number `index`.
+    pub(crate) fn get(&self, index: usize) -> Timeouts {
+        self.0.read().unwrap_or_else(|p| p.into_inner())[index]
+    }
+
+    /// Replaces profile number `index` after [`Timeouts::check`].
+    pub(crate) fn set(&self, index: usize, timeouts: Timeouts) -> Result<()> {
+        timeouts.check()?;
+        self.0.write().unwrap_or_else(|p| p.into_inner())[index] = timeouts;
         Ok(())
     }
 }

@@ -11,7 +11,6 @@ use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
-use std::sync::RwLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use crate::hex::lower_hex;
 use crate::identity::Identity;
 use crate::json;
 use crate::pki;
-use crate::rpc::{self, Channel, HostnameVerification, Timeouts};
+use crate::rpc::{self, Channel, HostnameVerification, ProfileTable, Timeouts};
 use crate::tls::HandshakeCounts;
 
 /// The worker updater's default port.
@@ -182,7 +181,7 @@ pub struct UpdaterClient {
     port: u16,
     name: Option<String>,
     channel: Channel,
-    profiles: RwLock<[Timeouts; 2]>,
+    profiles: ProfileTable<2>,
 }
 
 impl fmt::Debug for UpdaterClient {
@@ -272,7 +271,7 @@ impl UpdaterClient {
             port,
             name: host.name,
             channel,
-            profiles: RwLock::new(UpdaterProfile::ALL.map(UpdaterProfile::default_timeouts)),
+            profiles: ProfileTable::new(UpdaterProfile::ALL.map(UpdaterProfile::default_timeouts)),
         })
     }
 
@@ -295,15 +294,13 @@ impl UpdaterClient {
 
     /// The timeouts of `profile`.
     pub fn timeouts(&self, profile: UpdaterProfile) -> Timeouts {
-        self.profiles.read().unwrap_or_else(|p| p.into_inner())[profile as usize]
+        self.profiles.get(profile as usize)
     }
 
     /// Replaces the timeouts of `profile` for later calls. Zero durations
     /// (other than `pool`) are rejected.
     pub fn set_timeouts(&self, profile: UpdaterProfile, timeouts: Timeouts) -> Result<()> {
-        timeouts.check()?;
-        self.profiles.write().unwrap_or_else(|p| p.into_inner())[profile as usize] = timeouts;
-        Ok(())
+        self.profiles.set(profile as usize, timeouts)
     }
 
     /// The cap on a response body, in bytes.

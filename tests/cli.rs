@@ -107,7 +107,7 @@ fn every_subcommand_has_help() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| *name != "help")
         .collect();
-    assert_eq!(subcommands.len(), 16, "{subcommands:?}");
+    assert_eq!(subcommands.len(), 17, "{subcommands:?}");
     for sub in subcommands {
         let out = run(&[sub, "--help"], None);
         assert_eq!(out.status.code(), Some(0), "{sub} --help");

@@ -414,3 +414,55 @@ fn events_raised_inside_the_hook_are_dropped_and_the_hook_may_call_the_library()
     let paths: Vec<String> = s.worker.ledger().into_iter().map(|e| e.path).collect();
     assert_eq!(paths, ["/health", "/status"]);
 }
+
+#[test]
+fn a_fleet_sweep_reports_its_start_and_end_with_counts() {
+    use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
+    use decnet_agent_client::Fleet;
+
+    let s = setup();
+    let broken = StandInWorker::start(&s.pki.worker_bundle("worker-2").unwrap()).unwrap();
+    broken.set_fault(Fault::ServerError);
+    let records = [(&s.worker, "a"), (&broken, "b")]
+        .iter()
+        .map(|(w, name)| HostRecord::from_value(&w.host_record(name, true)).unwrap())
+        .collect();
+    let fleet = Fleet::new(&s.pki.master, records, HostnameVerification::On).unwrap();
+    let recorder = Recorder::start(Level::Info);
+    let results = fleet
+        .sweep_all(&Call::Health, SweepOptions::default(), |_| Flow::Continue)
+        .unwrap();
+    assert_eq!(results.len(), 2);
+    let events = recorder.take();
+    let sweep: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.name().starts_with("fleet."))
+        .collect();
+    assert_eq!(sweep.len(), 2, "{:?}", names(&events));
+    assert_eq!(sweep[0].name(), "fleet.sweep.started");
+    assert_eq!(sweep[0].field("hosts"), Some(&json!(2)));
+    assert_eq!(sweep[0].field("deadline_ms"), Some(&Value::Null));
+    assert_eq!(sweep[1].name(), "fleet.sweep.ended");
+    for (key, value) in [
+        ("hosts", json!(2)),
+        ("ok", json!(1)),
+        ("failed", json!(1)),
+        ("timed_out", json!(0)),
+        ("not_attempted", json!(0)),
+        ("stopped", json!(false)),
+    ] {
+        assert_eq!(sweep[1].field(key), Some(&value), "{key}");
+    }
+    // Between them, each host's own events, from its worker thread.
+    assert_eq!(events.first().map(Event::name), Some("fleet.sweep.started"));
+    assert_eq!(events.last().map(Event::name), Some("fleet.sweep.ended"));
+    let failed: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.name() == "request.failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].field("address"),
+        Some(&json!(format!("127.0.0.1:{}", broken.port())))
+    );
+}

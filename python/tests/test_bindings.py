@@ -78,6 +78,13 @@ _EXPECTED_CTYPES = {
     "const decnet_updater *": dac._UpdaterPtr,
     "decnet_updater *": dac._UpdaterPtr,
     "decnet_updater * *": POINTER(dac._UpdaterPtr),
+    "const decnet_fleet *": dac._FleetPtr,
+    "decnet_fleet *": dac._FleetPtr,
+    "decnet_fleet * *": POINTER(dac._FleetPtr),
+    "size_t *": POINTER(c_size_t),
+    "const decnet_sweep_options *": POINTER(dac._CSweepOptions),
+    "decnet_fleet_callback": dac._FleetCallback,
+    "void *": ctypes.c_void_p,
 }
 
 

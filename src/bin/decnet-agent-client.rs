@@ -15,6 +15,8 @@ use decnet_agent_client::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
 use decnet_agent_client::{topology, Error, ErrorKind, Identity, Result};
 use serde_json::{json, Value};
 
+#[path = "cli/fleet.rs"]
+mod fleet;
 #[path = "cli/updater.rs"]
 mod updater;
 #[path = "cli/verbose.rs"]
@@ -199,11 +201,17 @@ enum Command {
     },
     /// Run the self-contained loopback demo (temporary CA, stand-in worker)
     Demo,
+    /// One RPC over many workers: NDJSON results on stdout as hosts complete
+    #[command(after_help = fleet::exit_help())]
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     verbose::install(cli.verbose);
+    if let Command::Fleet(args) = &cli.command {
+        return fleet::main(&cli, args);
+    }
     match run(&cli) {
         Ok(Some(value)) => {
             let mut out = std::io::stdout().lock();
@@ -410,6 +418,8 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             decnet_agent_client::testkit::run_demo(&mut std::io::stdout().lock())?;
             return Ok(None);
         }
+        // `main` runs it: its exit status says how the fleet fared.
+        Command::Fleet(_) => return Err(Error::internal("fleet is run by main")),
     };
     Ok(Some(value))
 }

@@ -11,7 +11,9 @@ use super::guard::{
 };
 use super::identity::decnet_identity;
 use super::result::decnet_result;
-use crate::client::{AgentClient, HostRecord, HostnameVerification, Profile, Timeouts};
+use crate::client::{
+    AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
+};
 use crate::error::Error;
 
 /// A client for one worker agent. Opaque.
@@ -68,6 +70,39 @@ pub struct decnet_timeouts {
     pub pool_ms: u64,
 }
 
+impl decnet_timeouts {
+    /// All zero: what an out-parameter holds until a call fills it.
+    pub(super) const ZERO: decnet_timeouts = decnet_timeouts {
+        connect_ms: 0,
+        read_ms: 0,
+        write_ms: 0,
+        pool_ms: 0,
+    };
+}
+
+impl From<Timeouts> for decnet_timeouts {
+    fn from(t: Timeouts) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        decnet_timeouts {
+            connect_ms: ms(t.connect),
+            read_ms: ms(t.read),
+            write_ms: ms(t.write),
+            pool_ms: ms(t.pool),
+        }
+    }
+}
+
+impl From<&decnet_timeouts> for Timeouts {
+    fn from(t: &decnet_timeouts) -> Self {
+        Timeouts {
+            connect: Duration::from_millis(t.connect_ms),
+            read: Duration::from_millis(t.read_ms),
+            write: Duration::from_millis(t.write_ms),
+            pool: Duration::from_millis(t.pool_ms),
+        }
+    }
+}
+
 pub(super) fn hostname_choice(value: u32) -> Result<HostnameVerification, Failure> {
     match value {
         0 => Ok(HostnameVerification::Off),
@@ -81,7 +116,7 @@ pub(super) fn hostname_choice(value: u32) -> Result<HostnameVerification, Failur
     }
 }
 
-fn profile_of(value: u32) -> Result<Profile, Failure> {
+pub(super) fn profile_of(value: u32) -> Result<Profile, Failure> {
     Profile::from_code(value).ok_or_else(|| Error::invalid("profile", "must be 0 to 3").into())
 }
 
@@ -211,21 +246,9 @@ pub unsafe extern "C" fn decnet_client_get_timeouts(
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
-        *out = decnet_timeouts {
-            connect_ms: 0,
-            read_ms: 0,
-            write_ms: 0,
-            pool_ms: 0,
-        };
+        *out = decnet_timeouts::ZERO;
         let client = unsafe { handle(client, "client") }?;
-        let t = client.inner.timeouts(profile_of(profile)?);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        *out = decnet_timeouts {
-            connect_ms: ms(t.connect),
-            read_ms: ms(t.read),
-            write_ms: ms(t.write),
-            pool_ms: ms(t.pool),
-        };
+        *out = client.inner.timeouts(profile_of(profile)?).into();
         Ok(())
     })
 }
@@ -245,13 +268,7 @@ pub unsafe extern "C" fn decnet_client_set_timeouts(
         // SAFETY: the caller's pointers follow the module's conventions.
         let client = unsafe { handle(client, "client") }?;
         let t = unsafe { handle(timeouts, "timeouts") }?;
-        let timeouts = Timeouts {
-            connect: Duration::from_millis(t.connect_ms),
-            read: Duration::from_millis(t.read_ms),
-            write: Duration::from_millis(t.write_ms),
-            pool: Duration::from_millis(t.pool_ms),
-        };
-        client.inner.set_timeouts(profile_of(profile)?, timeouts)?;
+        client.inner.set_timeouts(profile_of(profile)?, t.into())?;
         Ok(())
     })
 }
@@ -298,12 +315,21 @@ pub unsafe extern "C" fn decnet_client_set_session_resumption(
 
 /// The TLS handshakes a client has completed, by kind.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct decnet_handshake_counts {
     /// Full handshakes; the certificate verifier ran in each.
     pub full: u64,
     /// Resumed TLS 1.3 handshakes; the pin was checked again in each.
     pub resumed: u64,
+}
+
+impl From<HandshakeCounts> for decnet_handshake_counts {
+    fn from(counts: HandshakeCounts) -> Self {
+        decnet_handshake_counts {
+            full: counts.full,
+            resumed: counts.resumed,
+        }
+    }
 }
 
 /// Reads how many handshakes this client has completed, full and resumed,
@@ -319,16 +345,9 @@ pub unsafe extern "C" fn decnet_client_handshake_counts(
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
-        *out = decnet_handshake_counts {
-            full: 0,
-            resumed: 0,
-        };
+        *out = decnet_handshake_counts::default();
         let client = unsafe { handle(client, "client") }?;
-        let counts = client.inner.handshake_counts();
-        *out = decnet_handshake_counts {
-            full: counts.full,
-            resumed: counts.resumed,
-        };
+        *out = client.inner.handshake_counts().into();
         Ok(())
     })
 }

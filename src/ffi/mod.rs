@@ -21,6 +21,7 @@
 
 mod client;
 mod enroll;
+mod fleet;
 mod guard;
 mod identity;
 mod last_error;
@@ -31,6 +32,7 @@ mod updater;
 
 pub use client::*;
 pub use enroll::*;
+pub use fleet::*;
 pub use identity::*;
 pub use last_error::*;
 pub use log::*;

@@ -12,7 +12,6 @@ use super::guard::{self, guard, handle, out_ptr, required_str, write_string, Fai
 use super::identity::decnet_identity;
 use super::result::decnet_result;
 use crate::error::Error;
-use crate::rpc::Timeouts;
 use crate::updater::{SelfUpdate, Tarball, UpdaterClient, UpdaterProfile};
 
 /// A client for one worker's updater. Opaque.
@@ -138,21 +137,9 @@ pub unsafe extern "C" fn decnet_updater_get_timeouts(
     guard(|| {
         // SAFETY: the caller's pointers follow the module's conventions.
         let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
-        *out = decnet_timeouts {
-            connect_ms: 0,
-            read_ms: 0,
-            write_ms: 0,
-            pool_ms: 0,
-        };
+        *out = decnet_timeouts::ZERO;
         let updater = unsafe { handle(updater, "updater") }?;
-        let t = updater.inner.timeouts(profile_of(profile)?);
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        *out = decnet_timeouts {
-            connect_ms: ms(t.connect),
-            read_ms: ms(t.read),
-            write_ms: ms(t.write),
-            pool_ms: ms(t.pool),
-        };
+        *out = updater.inner.timeouts(profile_of(profile)?).into();
         Ok(())
     })
 }
@@ -172,15 +159,7 @@ pub unsafe extern "C" fn decnet_updater_set_timeouts(
         // SAFETY: the caller's pointers follow the module's conventions.
         let updater = unsafe { handle(updater, "updater") }?;
         let t = unsafe { handle(timeouts, "timeouts") }?;
-        updater.inner.set_timeouts(
-            profile_of(profile)?,
-            Timeouts {
-                connect: Duration::from_millis(t.connect_ms),
-                read: Duration::from_millis(t.read_ms),
-                write: Duration::from_millis(t.write_ms),
-                pool: Duration::from_millis(t.pool_ms),
-            },
-        )?;
+        updater.inner.set_timeouts(profile_of(profile)?, t.into())?;
         Ok(())
     })
 }

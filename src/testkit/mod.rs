@@ -4,10 +4,12 @@
 
 mod demo;
 mod http;
+mod swarm;
 mod updater;
 mod worker;
 
 pub use demo::run_demo;
+pub use swarm::{raise_fd_limit, serve_swarm, Behaviour, Member, Swarm};
 pub use updater::{
     StandInUpdater, UpdaterMode, Upload, DROP_AFTER_BYTES, KEPT_TARBALL_BYTES, MASTER_CN,
 };

@@ -27,6 +27,9 @@ use crate::topology;
 /// How long a connection may wait for its handshake or its next request
 /// when no fault says otherwise.
 const IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// Stack of each stand-in thread: small, so hundreds of stand-ins fit in
+/// one process.
+const STACK_BYTES: usize = 256 * 1024;
 
 /// A misbehaviour the stand-in applies to every request while it is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -271,6 +274,7 @@ impl WorkerBuilder {
         let accept_shared = shared.clone();
         let accept = thread::Builder::new()
             .name("stand-in-accept".into())
+            .stack_size(STACK_BYTES)
             .spawn(move || accept_loop(listener, config, accept_shared))
             .map_err(|e| Error::internal(e.to_string()))?;
         Ok(StandInWorker {
@@ -394,6 +398,7 @@ fn accept_loop(listener: TcpListener, config: Arc<ServerConfig>, shared: Arc<Sha
         let (config, shared) = (config.clone(), shared.clone());
         let _ = thread::Builder::new()
             .name(format!("stand-in-conn-{id}"))
+            .stack_size(STACK_BYTES)
             .spawn(move || serve(stream, config, shared, id));
     }
 }

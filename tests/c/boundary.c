@@ -1647,6 +1647,7 @@ static void test_coverage(void) {
 }
 
 #include "boundary_updater.h"
+#include "fleet_boundary.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -1695,6 +1696,7 @@ int main(int argc, char **argv) {
             decnet_client_free(client);
             test_updater_and_enroll(identity, argv[2]);
             test_network_errors(identity);
+            test_fleet_boundary(identity);
             decnet_identity_free(identity);
             test_identity_freed_in_use();
         }

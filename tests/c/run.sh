@@ -25,8 +25,9 @@
 # build examples-c through the installed pkg-config file (in a temp copy);
 # build tests/c; build and start the stand-in worker; run quickstart,
 # quickstart-static, raii, raii-static, boundary, thread_exit, exact_answer,
-# key_modes, log_events and threads; valgrind
-# memcheck over quickstart, raii, boundary and threads; an ASan+UBSan build
+# key_modes, log_events and threads; start the swarm and run fleet (plain and
+# under valgrind); valgrind
+# memcheck over quickstart, raii, boundary, log_events and threads; an ASan+UBSan build
 # of quickstart, boundary and threads; a TSan build of threads, preceded by
 # a negative control (a deliberately racy build must be caught). Each stage
 # prints a header; the first failure stops the run. The last line is
@@ -52,6 +53,7 @@ build=$tmp/build
 work=$tmp/worker
 mkdir -p "$build" "$work"
 worker_pid=
+swarm_pid=
 
 passed=0
 current=setup
@@ -61,6 +63,10 @@ on_exit() {
     if [[ -n $worker_pid ]] && kill -0 "$worker_pid" 2>/dev/null; then
         kill "$worker_pid" 2>/dev/null || true
         wait "$worker_pid" 2>/dev/null || true
+    fi
+    if [[ -n $swarm_pid ]] && kill -0 "$swarm_pid" 2>/dev/null; then
+        kill "$swarm_pid" 2>/dev/null || true
+        wait "$swarm_pid" 2>/dev/null || true
     fi
     rm -rf "$tmp"
     if [[ $rc -ne 0 ]]; then
@@ -165,11 +171,12 @@ build_tests() {
         cc "${warn[@]}" $cflags -o "$build/exact_answer" tests/c/exact_answer.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/key_modes" tests/c/key_modes.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/log_events" tests/c/log_events.c $libs -Wl,-rpath,"$libdir"
+        cc "${warn[@]}" $cflags -pthread -o "$build/fleet" tests/c/fleet.c $libs -Wl,-rpath,"$libdir"
     }
 }
 
 build_standin() {
-    cargo build --release --features testkit --example stand_in_worker --target-dir "$standin_target"
+    cargo build --release --features testkit --example stand_in_worker --example swarm --target-dir "$standin_target"
 }
 
 start_standin() {
@@ -190,6 +197,27 @@ start_standin() {
     hosts=$work/hosts
     echo "stand-in worker pid $worker_pid ready: $(cd "$hosts" && echo *.json)"
     cat "$hosts/ok.json"; echo
+}
+
+# 40 stand-ins, each with its own certificate and pin; 4 of each fault.
+start_swarm() {
+    swarm_dir=$tmp/swarm
+    mkdir -p "$swarm_dir"
+    "$standin_target/release/examples/swarm" "$swarm_dir" 40 --stall 4 --stall-secs 10 \
+        --wrong-cert 4 --refuse 4 --server-error 4 > "$tmp/swarm.log" 2>&1 &
+    swarm_pid=$!
+    local waited=0
+    until [[ -e $swarm_dir/ready ]]; do
+        if ! kill -0 "$swarm_pid" 2>/dev/null; then
+            echo "swarm exited:"; cat "$tmp/swarm.log"; return 1
+        fi
+        if (( waited >= 600 )); then
+            echo "swarm not ready after 60 s"; return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    echo "swarm pid $swarm_pid ready: $(ls "$swarm_dir/hosts" | wc -l) stand-ins"
 }
 
 run_example() {
@@ -274,6 +302,9 @@ stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer"
 stage "run key_modes (an unprotected key is DECNET_ERR_PKI with the fix)" "$build/key_modes" "$ca_dir"
 stage "run log_events (the events one call raises; no key material; a re-entrant callback)" "$build/log_events" "$ca_dir" "$hosts"
 stage "run threads ($threads_calls calls per thread)" "$build/threads" "$ca_dir" "$hosts" "$threads_calls"
+stage "start the swarm (40 stand-ins, 16 faulty)" start_swarm
+stage "run fleet (callback, outcomes, per-host arguments, early stop)" "$build/fleet" "$swarm_dir"
+stage "valgrind memcheck: fleet" vg "$build/fleet" "$swarm_dir"
 stage "valgrind memcheck: quickstart" vg "$build/examples-c/quickstart" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: raii" vg "$build/examples-c/raii" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: boundary" run_boundary vg "$build/boundary"

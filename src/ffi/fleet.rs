@@ -1,0 +1,307 @@
+//! `decnet_fleet`: many worker agents driven as one, with bounded
+//! concurrency, an optional sweep deadline, per-host results as JSON text
+//! and a per-host callback on the calling thread.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::client::{decnet_handshake_counts, decnet_timeouts, hostname_choice, profile_of};
+use super::guard::{
+    guard, handle, optional_str, out_ptr, required_json, required_str, to_c_string, write_string,
+    Failure,
+};
+use super::identity::decnet_identity;
+use super::result::decnet_result;
+use crate::fleet::{Fleet, Flow, SweepOptions};
+
+/// Many worker agents driven as one. Opaque.
+///
+/// Holds one client per host for its whole life, so a second sweep reuses
+/// the connections the first one opened. Thread-safe: sweeps may run from
+/// several threads at once.
+pub struct decnet_fleet {
+    inner: Fleet,
+}
+
+/// Per-call sweep options. Zero in a field means "the fleet's setting".
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct decnet_sweep_options {
+    /// Hosts in flight at once (worker threads), 1 to 4096; 0: the fleet's
+    /// default (64 unless `decnet_fleet_set_concurrency` changed it).
+    pub concurrency: usize,
+    /// Milliseconds after which every unfinished host reports a timeout
+    /// and the call returns; 0: the fleet's default (none unless
+    /// `decnet_fleet_set_deadline_ms` set one).
+    pub deadline_ms: u64,
+}
+
+/// Called once per host as it completes, with that host's result as a
+/// NUL-terminated JSON object (the same object as in the results array).
+/// The text is borrowed for the duration of the call: copy it to keep it.
+/// Hosts a sweep deadline cuts short are passed when it expires, so unless
+/// the callback stops the sweep it sees every host once. Return 0 to go
+/// on, non-zero to stop the sweep: no more hosts are started, hosts in
+/// flight finish without further callbacks, and hosts never started
+/// report `"outcome": "not_attempted"`.
+///
+/// Called on the thread that called `decnet_fleet_call`, one call at a
+/// time, so it needs no locking. It must not free the fleet.
+pub type decnet_fleet_callback =
+    Option<unsafe extern "C" fn(host_result_json: *const c_char, user_data: *mut c_void) -> c_int>;
+
+/// Makes a fleet from a JSON array of host records (each as for
+/// `decnet_client_new_from_host_json`), every host presenting `identity`.
+/// Duplicate uuids or names are `DECNET_ERR_INVALID_ARGUMENT` naming both
+/// positions (`hosts[2].uuid … hosts[0]`); an empty array is a valid,
+/// empty fleet. No traffic happens yet.
+///
+/// Ownership: `*out` is owned by the caller; free it with
+/// `decnet_fleet_free`. `identity` stays the caller's and may be freed
+/// right after this call. Thread-safe.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+/// `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_new(
+    identity: *const decnet_identity,
+    hosts_json: *const c_char,
+    hostname_verification: u32,
+    out: *mut *mut decnet_fleet,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out, "out") }?;
+        let identity = unsafe { handle(identity, "identity") }?;
+        let hosts = unsafe { required_json(hosts_json, "hosts_json") }?;
+        let fleet = Fleet::from_json(
+            &identity.inner,
+            &hosts,
+            hostname_choice(hostname_verification)?,
+        )
+        .map_err(|e| Failure::from(e).argument_named("hosts", "hosts_json"))?;
+        *slot = Box::into_raw(Box::new(decnet_fleet { inner: fleet }));
+        Ok(())
+    })
+}
+
+/// Frees a fleet and closes its connections. NULL is a no-op. Worker
+/// threads of a sweep cut short by its deadline may still be waiting on a
+/// hung worker; they end on their own within that host's timeouts.
+///
+/// Call once per fleet, after every call using it has returned.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_free(fleet: *mut decnet_fleet) {
+    if fleet.is_null() {
+        return;
+    }
+    super::guard::release(|| {
+        // SAFETY: the caller passes a pointer made by `decnet_fleet_new`,
+        // exactly once, with no call on it in progress.
+        drop(unsafe { Box::from_raw(fleet) });
+    });
+}
+
+/// Writes the number of hosts to `*out`.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_size(
+    fleet: *const decnet_fleet,
+    out: *mut usize,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = fleet.inner.len();
+        Ok(())
+    })
+}
+
+/// Sets the timeouts of `profile` (a `decnet_profile`) on every host, as
+/// `decnet_client_set_timeouts` does for one.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+/// `DECNET_ERR_INVALID_ARGUMENT` (unknown profile, zero timeout),
+/// `DECNET_ERR_PANIC`. Thread-safe; affects calls that start afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_timeouts(
+    fleet: *const decnet_fleet,
+    profile: u32,
+    timeouts: *const decnet_timeouts,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let t = unsafe { handle(timeouts, "timeouts") }?;
+        fleet.inner.set_timeouts(profile_of(profile)?, t.into())?;
+        Ok(())
+    })
+}
+
+/// Turns TLS 1.3 session resumption on (`true`, the default) or off for
+/// the new connections of every host, as
+/// `decnet_client_set_session_resumption` does for one.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_session_resumption(
+    fleet: *const decnet_fleet,
+    on: bool,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        fleet.inner.set_session_resumption(on);
+        Ok(())
+    })
+}
+
+/// Reads the handshakes every host's client has completed, summed, full
+/// and resumed, into `*out` (zeroed first).
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_handshake_counts(
+    fleet: *const decnet_fleet,
+    out: *mut decnet_handshake_counts,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = decnet_handshake_counts::default();
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        *out = fleet.inner.handshake_counts().into();
+        Ok(())
+    })
+}
+
+/// Sets the fleet's default concurrency: hosts in flight at once, each on
+/// one worker thread of the call's pool (1 to 4096; default 64).
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+/// `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_concurrency(
+    fleet: *const decnet_fleet,
+    concurrency: usize,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        fleet.inner.set_concurrency(concurrency)?;
+        Ok(())
+    })
+}
+
+/// Sets the fleet's default sweep deadline in milliseconds; 0 clears it.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_deadline_ms(
+    fleet: *const decnet_fleet,
+    deadline_ms: u64,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let deadline = (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms));
+        fleet.inner.set_deadline(deadline)?;
+        Ok(())
+    })
+}
+
+/// Runs one RPC over the fleet and writes every host's result to
+/// `*out_results_json`.
+///
+/// `rpc` is one of `health`, `status`, `topology-state`, `self-destruct`,
+/// `deploy`, `mutate`, `teardown`, `apply-topology`, `teardown-topology`.
+/// `plan_json` NULL sends it without arguments to every host (for the RPCs
+/// that take none). Otherwise it is a JSON array, each host at most once,
+/// of host references (an index, or a uuid or name string) or of objects
+/// `{"host": <ref>, "args": {...}}` with that host's own arguments, named
+/// as in the single-host calls: `config`, `dry_run`, `no_cache` (deploy);
+/// `decky_id`, `services`, `dry_run` (mutate); `decky_id` (teardown, null
+/// for all); `hydrated` (an object or its JSON text, sent verbatim),
+/// `version_hash` (apply-topology); `topology_id` (teardown-topology).
+/// `options` may be NULL (the fleet's settings). `callback` may be NULL;
+/// see `decnet_fleet_callback` for when it is called.
+///
+/// `*out_results_json` is a JSON array with one object per planned host,
+/// in plan order: `index`, `uuid`, `name`, `address`, `elapsed_ms`,
+/// `outcome` (`"ok"`, `"error"` or `"not_attempted"`), and `result` (the
+/// worker's answer) or `error` (`kind`, `code`, `message`, `http_status`,
+/// `body`, `detail`, `expected_fingerprint`, `actual_fingerprint`,
+/// `may_have_reached_worker`). A sweep deadline gives unfinished hosts
+/// `kind` `"timeout"`; a process out of file descriptors gives the
+/// affected hosts `kind` `"connect"` with a message that says so.
+///
+/// Ownership: `*out_results_json` is the caller's; free it with
+/// `decnet_string_free`. Thread-safe; blocks the calling thread until the
+/// sweep ends (or its deadline).
+///
+/// Results: `DECNET_OK` when the sweep ran, whatever each host's outcome;
+/// `DECNET_ERR_NULL_ARGUMENT`; `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC,
+/// malformed plan, unknown or repeated host, bad options; nothing was
+/// sent); `DECNET_ERR_INTERNAL` (no worker thread could start);
+/// `DECNET_ERR_PANIC`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_call(
+    fleet: *const decnet_fleet,
+    rpc: *const c_char,
+    plan_json: *const c_char,
+    options: *const decnet_sweep_options,
+    callback: decnet_fleet_callback,
+    user_data: *mut c_void,
+    out_results_json: *mut *mut c_char,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out_results_json, "out_results_json") }?;
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let rpc = unsafe { required_str(rpc, "rpc") }?;
+        let plan = match unsafe { optional_str(plan_json, "plan_json") }? {
+            Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                Failure::Library(crate::Error::invalid(
+                    "plan_json",
+                    format!("malformed JSON: {e}"),
+                ))
+            })?),
+            None => None,
+        };
+        // SAFETY: NULL or a readable struct per the contract.
+        let options = match unsafe { options.as_ref() } {
+            None => SweepOptions::default(),
+            Some(o) => SweepOptions {
+                concurrency: (o.concurrency > 0).then_some(o.concurrency),
+                deadline: (o.deadline_ms > 0).then(|| Duration::from_millis(o.deadline_ms)),
+            },
+        };
+        let plan = fleet
+            .inner
+            .plan_from_json(rpc, plan.as_ref())
+            .map_err(|e| Failure::from(e).argument_named("plan", "plan_json"))?;
+        let results = fleet.inner.sweep(plan, options, |result| match callback {
+            None => Flow::Continue,
+            Some(function) => {
+                let text = to_c_string(result.to_json().to_string());
+                // SAFETY: the caller's function pointer and user data, on
+                // the caller's thread; the text outlives the call.
+                match unsafe { function(text.as_ptr(), user_data) } {
+                    0 => Flow::Continue,
+                    _ => Flow::Stop,
+                }
+            }
+        })?;
+        let array = Value::Array(results.iter().map(|r| r.to_json()).collect());
+        write_string(slot, array.to_string());
+        Ok(())
+    })
+}

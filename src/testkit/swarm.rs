@@ -1,0 +1,208 @@
+//! Stand-in workers by the hundred: each with its own certificate (and so
+//! its own pin) on its own loopback port, each with its own behaviour.
+//! Used in-process by the fleet tests and from a separate process (the
+//! `swarm` example) by the fleet benchmark.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use socket2::{Domain, Socket, Type};
+
+use super::worker::{Fault, StandInWorker};
+use crate::error::{Error, Result};
+use crate::identity::Identity;
+use crate::pki::{Bundle, CertificateAuthority, LEAF_VALIDITY_DAYS};
+
+/// How one member of a swarm behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Answers as the contract says.
+    Healthy,
+    /// Waits this long before every answer.
+    Stall(Duration),
+    /// Presents a certificate from the same CA that is not the pinned one.
+    WrongCertificate,
+    /// Nothing listens on its port: connections are refused.
+    Refuse,
+    /// Answers every request with 500.
+    ServerError,
+}
+
+impl Behaviour {
+    /// A short lowercase label (`healthy`, `stall`, `wrong-cert`, `refuse`,
+    /// `server-error`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Behaviour::Healthy => "healthy",
+            Behaviour::Stall(_) => "stall",
+            Behaviour::WrongCertificate => "wrong-cert",
+            Behaviour::Refuse => "refuse",
+            Behaviour::ServerError => "server-error",
+        }
+    }
+}
+
+/// One member: its behaviour, its pinned host record and, unless it
+/// refuses connections, its running stand-in.
+pub struct Member {
+    /// How it behaves.
+    pub behaviour: Behaviour,
+    /// Its host record (uuid `uuid-w<i>`, name `w<i>`), pinned to the
+    /// certificate it was started with, with an extra `behaviour` member
+    /// (its [`Behaviour::label`]; host-record readers ignore it).
+    pub record: Value,
+    /// The running stand-in (`None` for [`Behaviour::Refuse`]).
+    pub worker: Option<StandInWorker>,
+    /// Holds a refusing member's port.
+    _reservation: Option<Socket>,
+}
+
+/// Many stand-in workers. Each costs one accepting thread plus one thread
+/// and one socket per open connection, all with small stacks; dropping
+/// the swarm stops them all.
+pub struct Swarm {
+    members: Vec<Member>,
+}
+
+impl Swarm {
+    /// Starts one member per entry of `behaviours`, every worker with its
+    /// own certificate (valid for 127.0.0.1, ::1 and localhost) issued by
+    /// `ca`, trusting client certificates from `ca`.
+    pub fn start(ca: &CertificateAuthority, behaviours: &[Behaviour]) -> Result<Swarm> {
+        let bundle = |name: &str| -> Result<Bundle> {
+            ca.issue(name, &["127.0.0.1", "::1", "localhost"], LEAF_VALIDITY_DAYS)
+        };
+        let mut members = Vec::with_capacity(behaviours.len());
+        for (i, &behaviour) in behaviours.iter().enumerate() {
+            let name = format!("w{i}");
+            let record = |addr: SocketAddr, pin: Value| {
+                json!({
+                    "behaviour": behaviour.label(),
+                    "uuid": format!("uuid-{name}"),
+                    "name": name,
+                    "address": addr.ip().to_string(),
+                    "agent_port": addr.port(),
+                    "client_cert_fingerprint": pin,
+                })
+            };
+            let member = if behaviour == Behaviour::Refuse {
+                // A bound socket that never listens: connections are
+                // refused, and no other socket can take the port meanwhile.
+                let (socket, addr) = bound_not_listening()?;
+                Member {
+                    behaviour,
+                    record: record(addr, Value::String("00".repeat(32))),
+                    worker: None,
+                    _reservation: Some(socket),
+                }
+            } else {
+                let worker = StandInWorker::start(&bundle(&name)?)?;
+                let pinned = record(worker.addr(), Value::String(worker.fingerprint()));
+                match behaviour {
+                    Behaviour::Stall(delay) => worker.set_fault(Fault::Stall(delay)),
+                    Behaviour::ServerError => worker.set_fault(Fault::ServerError),
+                    Behaviour::WrongCertificate => {
+                        worker.swap_certificate(&bundle(&format!("{name}-other"))?)?
+                    }
+                    Behaviour::Healthy | Behaviour::Refuse => {}
+                }
+                Member {
+                    behaviour,
+                    record: pinned,
+                    worker: Some(worker),
+                    _reservation: None,
+                }
+            };
+            members.push(member);
+        }
+        Ok(Swarm { members })
+    }
+
+    /// The members, in the order they were started.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Every member's host record, as a JSON array.
+    pub fn host_records(&self) -> Value {
+        Value::Array(self.members.iter().map(|m| m.record.clone()).collect())
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when the swarm has no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// Serves a swarm from this process until it is killed: ensures a CA and
+/// master identity in `dir/ca`, starts one stand-in per behaviour, writes
+/// their host records to `dir/hosts.json` (a JSON array),
+/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, then creates `dir/ready`.
+/// Raises this process's soft fd limit to fit. Returns only on failure.
+pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
+    // A listener and a kept-alive connection per stand-in, plus slack.
+    raise_fd_limit(4 * behaviours.len() as u64 + 256)?;
+    let ca_dir = dir.join("ca");
+    Identity::ensure(Some(&ca_dir))?;
+    let ca = CertificateAuthority::load(&ca_dir)?;
+    let swarm = Swarm::start(&ca, behaviours)?;
+    let write =
+        |path: &Path, text: String| std::fs::write(path, text).map_err(|e| Error::io(path, e));
+    let hosts = dir.join("hosts");
+    std::fs::create_dir_all(&hosts).map_err(|e| Error::io(&hosts, e))?;
+    let mut ndjson = String::new();
+    for (i, member) in swarm.members().iter().enumerate() {
+        write(&hosts.join(format!("w{i}.json")), member.record.to_string())?;
+        ndjson.push_str(&member.record.to_string());
+        ndjson.push('\n');
+    }
+    write(&dir.join("hosts.ndjson"), ndjson)?;
+    write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
+    write(&dir.join("ready"), String::new())?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A TCP socket bound to a free loopback port, never listening.
+fn bound_not_listening() -> Result<(Socket, SocketAddr)> {
+    let fail = |e: std::io::Error| Error::Connect {
+        address: "127.0.0.1:0".into(),
+        reason: format!("cannot reserve a port: {e}"),
+    };
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(fail)?;
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .map_err(fail)?;
+    let addr = socket
+        .local_addr()
+        .map_err(fail)?
+        .as_socket()
+        .ok_or_else(|| Error::internal("a TCP socket without an IP address"))?;
+    Ok((socket, addr))
+}
+
+/// Raises this process's soft limit on open files to at least `wanted`
+/// (capped at the hard limit) and returns the new soft limit. For tests
+/// and benchmarks only; the library never changes process limits.
+pub fn raise_fd_limit(wanted: u64) -> Result<u64> {
+    let (soft, hard) = rlimit::Resource::NOFILE
+        .get()
+        .map_err(|e| Error::internal(format!("getrlimit: {e}")))?;
+    let target = wanted.min(hard);
+    if soft >= target {
+        return Ok(soft);
+    }
+    rlimit::Resource::NOFILE
+        .set(target, hard)
+        .map_err(|e| Error::internal(format!("setrlimit: {e}")))?;
+    Ok(target)
+}
