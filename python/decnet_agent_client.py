@@ -213,6 +213,8 @@ _IdentityPtr = POINTER(_IdentityStruct)
 _UpdaterPtr = POINTER(_UpdaterStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
+# `decnet_log_callback`: (level, event_json, user_data)
+_LogCallback = ctypes.CFUNCTYPE(None, c_uint32, c_char_p, ctypes.c_void_p)
 
 # name: (restype, argtypes)
 _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
@@ -306,7 +308,7 @@ _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
         _Result,
         [_UpdaterPtr, c_char_p, c_uint64, c_uint64, POINTER(_OwnedStr)],
     ),
-    "decnet_set_log_callback": (_Result, [c_uint32, ctypes.c_void_p, ctypes.c_void_p]),
+    "decnet_set_log_callback": (_Result, [c_uint32, _LogCallback, ctypes.c_void_p]),
     "decnet_get_log_level": (c_uint32, []),
     "decnet_enroll": (
         _Result,
@@ -353,7 +355,6 @@ _logger = logging.getLogger(LOGGER_NAME)
 # library level (decnet_log_level) -> logging level, most verbose first
 _LEVELS = ((5, TRACE), (4, logging.DEBUG), (3, logging.INFO), (2, logging.WARNING), (1, logging.ERROR))
 _LEVEL_OF = dict(_LEVELS)
-_LogCallback = ctypes.CFUNCTYPE(None, c_uint32, c_char_p, ctypes.c_void_p)
 _log_lock = threading.Lock()
 _log_installed = 0  # the library level installed by this module, 0: none
 
@@ -368,7 +369,7 @@ def _deliver(level: int, event_json: bytes, _user_data: Any) -> None:
         pass
 
 
-# Kept alive for as long as the library may call it.
+# Kept alive for as long as the library may call it. (`_LogCallback()` is NULL.)
 _deliver_c = _LogCallback(_deliver)
 
 
@@ -408,8 +409,7 @@ def sync_logging() -> int:
     if wanted != _log_installed:
         with _log_lock:
             if wanted != _log_installed:
-                callback = ctypes.cast(_deliver_c, ctypes.c_void_p) if wanted else None
-                _check(lib.decnet_set_log_callback(wanted, callback, None))
+                _check(lib.decnet_set_log_callback(wanted, _deliver_c if wanted else _LogCallback(), None))
                 _log_installed = wanted
     return wanted
 
