@@ -3,17 +3,22 @@
 //! library, measured in the same run. Prints figures; asserts nothing about
 //! time.
 //!
+//! The warm cases also run with a log callback installed (a Rust hook, and
+//! C callbacks at info, debug and trace), reported as a ratio to the same
+//! call with none; every other case runs with no callback.
+//!
 //! Run with `cargo bench --bench rpc --features testkit`; prefix
 //! `taskset -c 0` to keep client and worker on one core, as the performance
 //! anchors do for their "same core" column.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void, CStr};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use decnet_agent_client::events::{self, Level};
 use decnet_agent_client::ffi;
 use decnet_agent_client::pki::Bundle;
 use decnet_agent_client::testkit::{StandInWorker, TestPki};
@@ -129,14 +134,16 @@ fn new_client(master: &Identity, worker: &StandInWorker) -> AgentClient {
     AgentClient::new(master, pinned_record(worker), HostnameVerification::On).unwrap()
 }
 
-/// One measured case: its name, the call, how many calls a round, and the
-/// case it is reported as a ratio to.
+/// One measured case: its name, the call, how many calls a round, the
+/// case it is reported as a ratio to, and the log callback it installs
+/// before each round (none when `None`).
 struct Case<'a> {
     name: &'static str,
     call: Box<dyn FnMut() + 'a>,
     per_round: usize,
     baseline: Option<&'static str>,
     samples: Vec<Duration>,
+    hook: Option<fn()>,
 }
 
 fn case<'a>(
@@ -151,19 +158,79 @@ fn case<'a>(
         per_round,
         baseline,
         samples: Vec::new(),
+        hook: None,
     }
+}
+
+/// A case that runs with `hook` installed.
+fn hooked<'a>(
+    name: &'static str,
+    per_round: usize,
+    baseline: &'static str,
+    hook: fn(),
+    call: impl FnMut() + 'a,
+) -> Case<'a> {
+    Case {
+        hook: Some(hook),
+        ..case(name, per_round, Some(baseline), call)
+    }
+}
+
+/// Installs `c`'s log callback, or none.
+fn enter(c: &Case<'_>) {
+    events::clear_hook();
+    if let Some(install) = c.hook {
+        install();
+    }
+}
+
+/// A Rust hook that formats each event, as a logger would.
+fn rust_hook_info() {
+    events::set_hook(Level::Info, |event| {
+        black_box(event.to_json());
+    });
+}
+
+/// A C callback that reads each event's text.
+extern "C" fn c_sink(level: u32, event_json: *const c_char, _user_data: *mut c_void) {
+    // SAFETY: the library passes a NUL-terminated string valid for the call.
+    black_box((
+        level,
+        unsafe { CStr::from_ptr(event_json) }.to_bytes().len(),
+    ));
+}
+
+fn c_callback(level: Level) {
+    // SAFETY: a valid callback; it ignores user_data.
+    let rc =
+        unsafe { ffi::decnet_set_log_callback(level.code(), Some(c_sink), std::ptr::null_mut()) };
+    assert_eq!(rc, ffi::decnet_result::DECNET_OK);
+}
+
+fn c_callback_info() {
+    c_callback(Level::Info);
+}
+
+fn c_callback_debug() {
+    c_callback(Level::Debug);
+}
+
+fn c_callback_trace() {
+    c_callback(Level::Trace);
 }
 
 /// Runs the cases round-robin, so drift on a shared machine affects each
 /// case alike, then reports medians and ratios.
 fn run(mut cases: Vec<Case<'_>>, rounds: usize) {
     for c in &mut cases {
+        enter(c);
         for _ in 0..c.per_round.min(20) {
             (c.call)();
         }
     }
     for _ in 0..rounds {
         for c in &mut cases {
+            enter(c);
             for _ in 0..c.per_round {
                 let started = Instant::now();
                 (c.call)();
@@ -171,6 +238,7 @@ fn run(mut cases: Vec<Case<'_>>, rounds: usize) {
             }
         }
     }
+    events::clear_hook();
     let results: Vec<(&str, Option<&str>, Figures)> = cases
         .into_iter()
         .map(|c| (c.name, c.baseline, figures(c.samples)))
@@ -188,6 +256,8 @@ const FLOOR_STATUS: &str = "floor warm: bare rustls, kept-alive GET /status";
 const FLOOR_COLD: &str = "floor cold: connect + mTLS (ECDSA) + GET /health";
 const FLOOR_COLD_RSA: &str = "floor cold: connect + mTLS (RSA-2048 worker) + GET";
 const COLD: &str = "cold: new client + health (ECDSA worker)";
+const WARM_RUST: &str = "warm health, Rust API, pinned";
+const WARM_C: &str = "warm health, C ABI, pinned";
 
 fn main() {
     let pki = TestPki::new().unwrap();
@@ -223,14 +293,9 @@ fn main() {
             case(FLOOR_STATUS, per_round, None, || {
                 BareClient::get(&mut status_stream, &mut buf_status, "/status")
             }),
-            case(
-                "warm health, Rust API, pinned",
-                per_round,
-                Some(FLOOR_WARM),
-                || {
-                    black_box(client.health().unwrap());
-                },
-            ),
+            case(WARM_RUST, per_round, Some(FLOOR_WARM), || {
+                black_box(client.health().unwrap());
+            }),
             case(
                 "warm status, Rust API, pinned",
                 per_round,
@@ -239,17 +304,44 @@ fn main() {
                     black_box(client.status().unwrap());
                 },
             ),
-            case(
-                "warm health, C ABI, pinned",
-                per_round,
-                Some(FLOOR_WARM),
-                || c_call(handle, ffi::decnet_client_health),
-            ),
+            case(WARM_C, per_round, Some(FLOOR_WARM), || {
+                c_call(handle, ffi::decnet_client_health)
+            }),
             case(
                 "warm status, C ABI, pinned",
                 per_round,
                 Some(FLOOR_STATUS),
                 || c_call(handle, ffi::decnet_client_status),
+            ),
+            hooked(
+                "warm health, Rust API, hook at info (formats)",
+                per_round,
+                WARM_RUST,
+                rust_hook_info,
+                || {
+                    black_box(client.health().unwrap());
+                },
+            ),
+            hooked(
+                "warm health, C ABI, callback at info",
+                per_round,
+                WARM_C,
+                c_callback_info,
+                || c_call(handle, ffi::decnet_client_health),
+            ),
+            hooked(
+                "warm health, C ABI, callback at debug",
+                per_round,
+                WARM_C,
+                c_callback_debug,
+                || c_call(handle, ffi::decnet_client_health),
+            ),
+            hooked(
+                "warm health, C ABI, callback at trace",
+                per_round,
+                WARM_C,
+                c_callback_trace,
+                || c_call(handle, ffi::decnet_client_health),
             ),
             case(FLOOR_COLD, cold_round, None, || {
                 BareClient::exchange(&mut bare.connect(), &mut buf_cold)

@@ -178,6 +178,37 @@ typedef enum decnet_updater_profile {
 } decnet_updater_profile;
 
 /**
+ * Levels for `min_level` and the callback's `level`; each includes those
+ * above it.
+ */
+typedef enum decnet_log_level {
+  /**
+   * No callback (for `min_level`: remove it).
+   */
+  DECNET_LOG_OFF = 0,
+  /**
+   * A call failed (`request.failed`, `connection.failed`).
+   */
+  DECNET_LOG_ERROR = 1,
+  /**
+   * Something was worked around (`request.retried`).
+   */
+  DECNET_LOG_WARN = 2,
+  /**
+   * One line per connection opened and per answer.
+   */
+  DECNET_LOG_INFO = 3,
+  /**
+   * Connection reuse and retirement, requests as they leave.
+   */
+  DECNET_LOG_DEBUG = 4,
+  /**
+   * Request and response bodies.
+   */
+  DECNET_LOG_TRACE = 5,
+} decnet_log_level;
+
+/**
  * A client for one worker agent. Opaque.
  *
  * Thread-safe: any number of threads may call any function on one handle
@@ -285,6 +316,18 @@ typedef struct decnet_sweep_options {
  * time, so it needs no locking. It must not free the fleet.
  */
 typedef int (*decnet_fleet_callback)(const char *host_result_json, void *user_data);
+
+/**
+ * Receives one event: `level` (a `decnet_log_level`: 1 error … 5 trace)
+ * and `event_json`, one line of JSON such as
+ * `{"level":"info","event":"request.answered","address":"10.0.0.5:8765",
+ * "method":"GET","path":"/health","status":200,"bytes":15,"duration_ms":2.1}`,
+ * plus the `user_data` given to `decnet_set_log_callback`.
+ *
+ * Ownership: `event_json` is borrowed for the duration of the callback
+ * only; copy it to keep it. Never free it.
+ */
+typedef void (*decnet_log_callback)(uint32_t level, const char *event_json, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -803,6 +846,43 @@ const char *decnet_last_error_update_stderr(void);
  * back), 0 (it did not), -1 (no such field, or another kind of failure).
  */
 int32_t decnet_last_error_rolled_back(void);
+
+/**
+ * Installs `callback` as the process-wide receiver of the library's
+ * events of level `min_level` and every more severe one (a
+ * `decnet_log_level`: `DECNET_LOG_INFO` gives errors, warnings and info). It
+ * replaces any previous callback. `min_level` 0 or a NULL `callback`
+ * removes it: from then on no event is even formatted.
+ *
+ * The events, their fields and levels are listed in the README
+ * ("Observability"). None carries key material; request and response
+ * bodies appear only at level 5.
+ *
+ * Thread rules: the callback runs on the thread doing the work, inside
+ * the library call that raised the event (so concurrent calls on several
+ * threads call it concurrently), and delays that call while it runs
+ * without spending its timeouts. It may call back into the library: the
+ * call works, but events raised on that thread while the callback runs
+ * are dropped (never delivered, so it cannot recurse). It may call
+ * `decnet_set_log_callback` itself, without deadlock. `user_data` is
+ * passed back untouched and must stay valid, and usable from any thread,
+ * until the callback is replaced and every library call in progress on
+ * other threads has returned (a call already delivering an event may
+ * finish with the old callback). The callback must not unwind (no C++
+ * exceptions or longjmp out of it).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_INVALID_ARGUMENT` (`min_level` above
+ * 5; the previous callback stays), `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_set_log_callback(uint32_t min_level,
+                                           decnet_log_callback callback,
+                                           void *user_data);
+
+/**
+ * The level the installed callback receives (a `decnet_log_level`), or
+ * `DECNET_LOG_OFF` (0) when none is installed. Never fails.
+ */
+uint32_t decnet_get_log_level(void);
 
 /**
  * Ensures the CA in `ca_dir` (NULL: `$HOME/.decnet/ca`) — loads it, or

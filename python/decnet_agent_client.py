@@ -9,6 +9,14 @@ library's C ABI (``include/decnet_agent_client.h``). It adds:
   free them exactly once, and are safe to share between threads;
 * JSON in and out: dicts are sent as ``json.dumps`` text and every answer is
   returned as a dict; every string the library hands over is freed at once.
+* the library's events (connections opened, reused and retired, requests
+  sent and answered, failures with their kind) as records of the
+  ``logging.getLogger("decnet_agent_client")`` logger, on the calling thread,
+  with the parsed event in ``record.decnet_event``; levels map error, warn,
+  info, debug to ``ERROR``, ``WARNING``, ``INFO``, ``DEBUG``, and trace
+  (bodies) to :data:`TRACE` (5). The C callback is installed only while a
+  handler would emit something (see :func:`sync_logging`); it is
+  process-wide, so do not also set one from C in the same process.
 
 Finding the shared library, in this order:
 
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import math
 import os
 import sys
@@ -89,6 +98,9 @@ __all__ = [
     "SelfUpdateResult",
     "UPDATER_PROFILES",
     "enroll",
+    "LOGGER_NAME",
+    "TRACE",
+    "sync_logging",
 ]
 
 #: The environment variable naming the shared library to load.
@@ -201,6 +213,8 @@ _IdentityPtr = POINTER(_IdentityStruct)
 _UpdaterPtr = POINTER(_UpdaterStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
+# `decnet_log_callback`: (level, event_json, user_data)
+_LogCallback = ctypes.CFUNCTYPE(None, c_uint32, c_char_p, ctypes.c_void_p)
 
 # name: (restype, argtypes)
 _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
@@ -294,6 +308,8 @@ _SIGNATURES: Dict[str, "tuple[Any, list]"] = {
         _Result,
         [_UpdaterPtr, c_char_p, c_uint64, c_uint64, POINTER(_OwnedStr)],
     ),
+    "decnet_set_log_callback": (_Result, [c_uint32, _LogCallback, ctypes.c_void_p]),
+    "decnet_get_log_level": (c_uint32, []),
     "decnet_enroll": (
         _Result,
         [c_char_p, c_char_p, c_char_p, POINTER(c_char_p), c_size_t, c_uint16, c_bool, c_bool,
@@ -323,6 +339,80 @@ PROFILES: Dict[str, int] = {
     "topology-apply": 2,
     "topology-teardown": 3,
 }
+
+# ---------------------------------------------------------------------------
+# Events: the library's log, bridged to `logging`
+# ---------------------------------------------------------------------------
+
+#: The logger that receives the library's events.
+LOGGER_NAME = "decnet_agent_client"
+#: The ``logging`` level of the library's trace events (request and response
+#: bodies): below ``DEBUG``, so only a logger and a handler set to it or lower
+#: see them.
+TRACE = 5
+
+_logger = logging.getLogger(LOGGER_NAME)
+# library level (decnet_log_level) -> logging level, most verbose first
+_LEVELS = ((5, TRACE), (4, logging.DEBUG), (3, logging.INFO), (2, logging.WARNING), (1, logging.ERROR))
+_LEVEL_OF = dict(_LEVELS)
+_log_lock = threading.Lock()
+_log_installed = 0  # the library level installed by this module, 0: none
+
+
+def _deliver(level: int, event_json: bytes, _user_data: Any) -> None:
+    """The C callback: one event, logged on the thread doing the work."""
+    try:
+        text = event_json.decode("utf-8")
+        _logger.log(_LEVEL_OF.get(level, logging.DEBUG), "%s", text,
+                    extra={"decnet_event": json.loads(text)})
+    except Exception:  # a raising handler must not reach the library's call
+        pass
+
+
+# Kept alive for as long as the library may call it. (`_LogCallback()` is NULL.)
+_deliver_c = _LogCallback(_deliver)
+
+
+def _wanted_level() -> int:
+    """The most verbose library level some handler of the logger would emit, or 0.
+
+    Handlers are those of the logger and of its ancestors up to the first
+    that does not propagate; ``logging.lastResort`` (used when none is
+    configured) does not count.
+    """
+    lowest = None
+    current: Optional[logging.Logger] = _logger
+    while current is not None:
+        for handler in current.handlers:
+            lowest = handler.level if lowest is None else min(lowest, handler.level)
+        current = current.parent if current.propagate else None
+    if lowest is None:
+        return 0
+    for code, level in _LEVELS:
+        if level >= lowest and _logger.isEnabledFor(level):
+            return code
+    return 0
+
+
+def sync_logging() -> int:
+    """Installs, changes or removes the library's log callback to match ``logging`` now.
+
+    Every call into the library does this first, so there is rarely a need
+    to call it: the callback is installed only while some handler of the
+    ``decnet_agent_client`` logger (or of an ancestor it propagates to) and
+    the logger's effective level both let an event through, at the most
+    verbose library level they let through; otherwise none is installed and
+    the library formats nothing. Returns that level (5 trace … 1 error, 0 none).
+    """
+    global _log_installed
+    wanted = _wanted_level()
+    if wanted != _log_installed:
+        with _log_lock:
+            if wanted != _log_installed:
+                _check(lib.decnet_set_log_callback(wanted, _deliver_c if wanted else _LogCallback(), None))
+                _log_installed = wanted
+    return wanted
+
 
 # ---------------------------------------------------------------------------
 # Exceptions
@@ -703,6 +793,7 @@ class _Handle:
         return self._closed
 
     def __enter__(self) -> Any:
+        sync_logging()
         with self._lock:
             if self._closed:
                 raise ClosedError(f"the {self._what} is closed")

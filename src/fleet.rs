@@ -21,7 +21,8 @@ use serde_json::Value;
 use crate::client::{
     AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
 };
-use crate::error::{Error, Result, TimeoutPhase};
+use crate::error::{Error, ErrorKind, Result, TimeoutPhase};
+use crate::events::{self, Event, Level};
 use crate::identity::Identity;
 
 /// Worker threads per sweep when neither the call nor the fleet says
@@ -597,6 +598,12 @@ impl Fleet {
         if total == 0 {
             return Ok(Vec::new());
         }
+        events::emit(Level::Info, || {
+            Event::new(Level::Info, "fleet.sweep.started")
+                .with("hosts", total)
+                .with("concurrency", concurrency.min(total))
+                .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
+        });
         let shared = Arc::new(Sweep {
             clients: self.clients.clone(),
             jobs,
@@ -728,6 +735,9 @@ impl Fleet {
                 }
             }
         }
+        events::emit(Level::Info, || {
+            sweep_ended(&results, started.elapsed(), !calling_back)
+        });
         Ok(results)
     }
 
@@ -794,6 +804,28 @@ impl Fleet {
             address: record.authority(),
         }
     }
+}
+
+/// `fleet.sweep.ended`: how many hosts answered, failed (of which timed
+/// out) or were never attempted, whether the callback stopped the sweep,
+/// and how long it took.
+fn sweep_ended(results: &[HostResult], elapsed: Duration, stopped: bool) -> Event {
+    let count =
+        |wanted: fn(&Outcome) -> bool| results.iter().filter(|r| wanted(&r.outcome)).count();
+    Event::new(Level::Info, "fleet.sweep.ended")
+        .with("hosts", results.len())
+        .with("ok", count(|o| matches!(o, Outcome::Ok(_))))
+        .with("failed", count(|o| matches!(o, Outcome::Err(_))))
+        .with(
+            "timed_out",
+            count(|o| matches!(o, Outcome::Err(e) if e.kind() == ErrorKind::Timeout)),
+        )
+        .with(
+            "not_attempted",
+            count(|o| matches!(o, Outcome::NotAttempted)),
+        )
+        .with("stopped", stopped)
+        .with_ms("duration_ms", elapsed)
 }
 
 fn check_concurrency(concurrency: usize) -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod enroll;
 pub mod error;
+pub mod events;
 pub mod ffi;
 pub mod fleet;
 mod hex;
@@ -26,6 +27,7 @@ pub use client::{
 };
 pub use enroll::{enroll, EnrollRequest, Enrolled};
 pub use error::{Error, ErrorKind, Result, TimeoutPhase};
+pub use events::{Event, Level};
 pub use fleet::{Fleet, HostResult, Outcome};
 pub use identity::Identity;
 pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};

@@ -17,6 +17,7 @@ use ureq::unversioned::multipart::Form;
 use ureq::{Agent, Body, RequestBuilder};
 
 use crate::error::{Error, Result, TimeoutPhase};
+use crate::events::{self, Call};
 use crate::identity::Identity;
 use crate::json;
 use crate::tls::{
@@ -199,7 +200,9 @@ impl Channel {
 
     /// Opens and verifies one connection now; the next request reuses it.
     pub(crate) fn connect(&self, timeout: Duration) -> Result<()> {
-        self.session.open_warm(timeout)
+        self.session
+            .open_warm(timeout)
+            .inspect_err(|e| events::connection_failed(&self.address, e))
     }
 
     /// TLS handshakes completed, by kind; each was verified and pinned.
@@ -240,12 +243,17 @@ impl Channel {
     /// closed while idle, before any response byte, it is sent once more on
     /// a new connection.
     pub(crate) fn get(&self, path: &str, timeouts: Timeouts) -> Result<Value> {
+        let call = Call::start(&self.address, "GET", path, Some(&[]));
         match self.exchange(Method::GET, path, None, timeouts) {
-            Err(Exchange::Stale(_)) => self.exchange(Method::GET, path, None, timeouts),
+            Err(Exchange::Stale(reason)) => {
+                call.retried(&reason);
+                self.exchange(Method::GET, path, None, timeouts)
+            }
             other => other,
         }
         .map_err(|e| e.into_error(&self.address, false))
-        .and_then(|response| self.read_response(response))
+        .and_then(|response| self.read_response(response, &call))
+        .inspect_err(|e| call.failed(e))
     }
 
     /// A POST of a JSON body (or none) is never sent twice; when its
@@ -256,9 +264,11 @@ impl Channel {
         body: Option<&[u8]>,
         timeouts: Timeouts,
     ) -> Result<Value> {
+        let call = Call::start(&self.address, "POST", path, Some(body.unwrap_or_default()));
         self.exchange(Method::POST, path, body, timeouts)
             .map_err(|e| e.into_error(&self.address, true))
-            .and_then(|response| self.read_response(response))
+            .and_then(|response| self.read_response(response, &call))
+            .inspect_err(|e| call.failed(e))
     }
 
     /// POSTs a multipart form on a connection of its own; never sent twice.
@@ -272,6 +282,7 @@ impl Channel {
     ) -> std::result::Result<Value, UploadFailure> {
         let url = format!("{}{path}", self.base_url);
         let agent = self.uploads.get_or_init(|| agent_for(&self.session, 0));
+        let call = Call::start(&self.address, "POST", path, None);
         let result = with_timeouts(agent.post(&url), timeouts)
             .header("accept", "application/json")
             .send(form);
@@ -286,17 +297,21 @@ impl Channel {
                     &error,
                     ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof
                 );
+                let error = Exchange::from(error).into_error(&self.address, true);
+                call.failed(&error);
                 return Err(UploadFailure {
-                    error: Exchange::from(error).into_error(&self.address, true),
+                    error,
                     closed_after_request,
                 });
             }
         };
-        self.read_response(response).map_err(|error| UploadFailure {
-            // The answer had begun, so the request was complete.
-            closed_after_request: matches!(error, Error::ConnectionLost { .. }),
-            error,
-        })
+        self.read_response(response, &call)
+            .inspect_err(|e| call.failed(e))
+            .map_err(|error| UploadFailure {
+                // The answer had begun, so the request was complete.
+                closed_after_request: matches!(error, Error::ConnectionLost { .. }),
+                error,
+            })
     }
 
     fn exchange(
@@ -324,7 +339,7 @@ impl Channel {
         result.map_err(Exchange::from)
     }
 
-    fn read_response(&self, mut response: Response<Body>) -> Result<Value> {
+    fn read_response(&self, mut response: Response<Body>, call: &Call<'_>) -> Result<Value> {
         let status = response.status().as_u16();
         let limit = self.max_response_bytes();
         let bytes = response
@@ -338,6 +353,7 @@ impl Channel {
                 }
                 other => Exchange::Failed(other).into_error(&self.address, false),
             })?;
+        call.answered(status, &bytes);
         interpret_response(status, &bytes)
     }
 }

@@ -30,6 +30,7 @@ use ureq::unversioned::transport::{
 };
 
 use crate::error::{Error, Result, TimeoutPhase};
+use crate::events::{self, Event, Level};
 use crate::identity::Identity;
 use crate::pki;
 
@@ -370,8 +371,10 @@ impl TlsSession {
     }
 
     fn open(&self, deadline: Instant) -> Result<TlsTransport> {
+        let started = events::enabled(Level::Info).then(Instant::now);
         let addrs = self.resolve(deadline)?;
         let mut sock = self.connect_tcp(&addrs, deadline)?;
+        let connected = started.map(|_| Instant::now());
         let config = if self.resumption() {
             &self.resuming
         } else {
@@ -394,6 +397,11 @@ impl TlsSession {
             self.resumed_handshakes.fetch_add(1, Ordering::Relaxed);
         } else {
             self.full_handshakes.fetch_add(1, Ordering::Relaxed);
+        }
+        if let (Some(started), Some(connected)) = (started, connected) {
+            events::emit(Level::Info, || {
+                opened_event(&self.policy.address, &conn, started, connected)
+            });
         }
         Ok(TlsTransport {
             conn,
@@ -557,6 +565,37 @@ impl TlsSession {
     fn tls_error(&self, e: &rustls::Error) -> Error {
         classify_tls_error(&self.policy.address, e)
     }
+}
+
+/// `connection.opened`: how long the TCP connect (with name resolution)
+/// and the handshake took, its kind, the TLS version and the worker's
+/// certificate fingerprint.
+fn opened_event(
+    address: &str,
+    conn: &ClientConnection,
+    started: Instant,
+    connected: Instant,
+) -> Event {
+    let kind = match conn.handshake_kind() {
+        Some(HandshakeKind::Resumed) => "resumed",
+        _ => "full",
+    };
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2",
+        _ => "other",
+    };
+    let fingerprint = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| pki::fingerprint_der(leaf));
+    Event::new(Level::Info, "connection.opened")
+        .with("address", address)
+        .with_ms("tcp_ms", connected - started)
+        .with_ms("handshake_ms", connected.elapsed())
+        .with("handshake", kind)
+        .with("tls_version", version)
+        .with("peer_fingerprint", fingerprint)
 }
 
 fn rustls_error_of(e: &io::Error) -> Option<&rustls::Error> {
@@ -874,6 +913,14 @@ impl Transport for TlsTransport {
         if self.between_exchanges {
             self.between_exchanges = false;
             self.exchanges += 1;
+            if self.reused() {
+                events::emit(Level::Debug, || {
+                    Event::new(Level::Debug, "connection.reused")
+                        .with("address", self.address.as_str())
+                        .with("request", self.exchanges)
+                        .with("warm", self.idle && self.exchanges == 1)
+                });
+            }
             self.received = false;
             self.write_phase = PhaseDeadline::starting_now(&timeout.for_write());
             self.read_phase = None;
@@ -934,38 +981,16 @@ impl Transport for TlsTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        // The common case, nothing waiting, costs one system call.
-        loop {
-            match self.peek() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(0) | Err(_) => return false,
-                Ok(_) => break,
-            }
-        }
-        // Bytes are waiting (session tickets, an alert, a close): let rustls
-        // read them without blocking.
-        if self.sock.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let open = loop {
-            match self.conn.read_tls(&mut self.sock) {
-                Ok(0) => break false,
-                Ok(_) => match self.conn.process_new_packets() {
-                    // Session tickets and other handshake messages are fine;
-                    // a close or unrequested data is not.
-                    Ok(state) if state.peer_has_closed() || state.plaintext_bytes_to_read() > 0 => {
-                        break false
-                    }
-                    Ok(_) => {}
-                    Err(_) => break false,
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break false,
-            }
+        let Some(reason) = self.why_closed() else {
+            return true;
         };
-        open && self.sock.set_nonblocking(false).is_ok()
+        events::emit(Level::Debug, || {
+            Event::new(Level::Debug, "connection.retired")
+                .with("address", self.address.as_str())
+                .with("reason", reason)
+                .with("requests", self.exchanges)
+        });
+        false
     }
 
     fn is_tls(&self) -> bool {
@@ -974,6 +999,47 @@ impl Transport for TlsTransport {
 }
 
 impl TlsTransport {
+    /// Why an idle connection cannot be reused, or `None` when it can.
+    fn why_closed(&mut self) -> Option<&'static str> {
+        // The common case, nothing waiting, costs one system call.
+        loop {
+            match self.peek() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(0) => return Some("closed by the worker"),
+                Err(_) => return Some("socket error"),
+                Ok(_) => break,
+            }
+        }
+        // Bytes are waiting (session tickets, an alert, a close): let rustls
+        // read them without blocking.
+        if self.sock.set_nonblocking(true).is_err() {
+            return Some("socket error");
+        }
+        let closed = loop {
+            match self.conn.read_tls(&mut self.sock) {
+                Ok(0) => break Some("closed by the worker"),
+                Ok(_) => match self.conn.process_new_packets() {
+                    // Session tickets and other handshake messages are fine;
+                    // a close or unrequested data is not.
+                    Ok(state) if state.peer_has_closed() => break Some("closed by the worker"),
+                    Ok(state) if state.plaintext_bytes_to_read() > 0 => {
+                        break Some("unrequested data from the worker")
+                    }
+                    Ok(_) => {}
+                    Err(_) => break Some("TLS error while idle"),
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break Some("socket error"),
+            }
+        };
+        match closed {
+            None if self.sock.set_nonblocking(false).is_err() => Some("socket error"),
+            other => other,
+        }
+    }
+
     /// Sends every sealed record still held back, within the write phase.
     fn flush(&mut self) -> std::result::Result<(), ureq::Error> {
         let phase = self.write_phase;

@@ -84,6 +84,7 @@ _EXPECTED_CTYPES = {
     "size_t *": POINTER(c_size_t),
     "const decnet_sweep_options *": POINTER(dac._CSweepOptions),
     "decnet_fleet_callback": dac._FleetCallback,
+    "decnet_log_callback": dac._LogCallback,
     "void *": ctypes.c_void_p,
 }
 

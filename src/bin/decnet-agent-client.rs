@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 mod fleet;
 #[path = "cli/updater.rs"]
 mod updater;
+#[path = "cli/verbose.rs"]
+mod verbose;
 
 /// Exit statuses, one per error kind: 10 + the kind's stable code.
 const EXIT_CODES: &str = "\
@@ -33,7 +35,8 @@ Exit status:
   20  protocol             21  connection_lost  22  internal
 
 Results are printed to stdout as one line of JSON; errors to stderr as one
-line: `decnet-agent-client: <kind>: <message>`.";
+line: `decnet-agent-client: <kind>: <message>`. With -v or -vv the library's
+events go to stderr first, one JSON line each.";
 
 #[derive(Parser)]
 #[command(name = "decnet-agent-client", version, about = "Drive DECNET worker agents over mutual TLS", after_help = EXIT_CODES)]
@@ -79,6 +82,11 @@ struct Cli {
     /// Write timeout in seconds, for every call
     #[arg(long, global = true, value_name = "SECS")]
     write_timeout: Option<f64>,
+
+    /// Print the library's events on stderr, one JSON line each: -v
+    /// connections, requests and failures; -vv also request and response bodies
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 
     #[command(subcommand)]
     command: Command,
@@ -202,6 +210,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    verbose::install(cli.verbose);
     if let Command::Fleet(args) = &cli.command {
         return fleet::main(&cli, args);
     }

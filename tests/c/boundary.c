@@ -444,6 +444,37 @@ static void test_version_and_names(void) {
     CHECK(decnet_result_name(7) == decnet_result_name(7), "decnet_result_name returns static strings");
 }
 
+/* The log callback: NULL user_data is fine, a level above 5 is rejected
+ * naming min_level and keeps the callback, NULL or level 0 removes it.
+ * (tests/c/log_events.c checks the events themselves.) */
+static void log_nothing(uint32_t level, const char *event_json, void *user_data) {
+    (void)level;
+    (void)event_json;
+    (void)user_data;
+}
+
+static void test_log_callback(void) {
+    cover("call", "decnet_set_log_callback", NULL);
+    cover("call", "decnet_get_log_level", NULL);
+    CHECK(decnet_get_log_level() == DECNET_LOG_OFF, "no log callback at start");
+    expect_null_allowed("decnet_set_log_callback", "user_data",
+                        decnet_set_log_callback(DECNET_LOG_WARN, log_nothing, NULL));
+    CHECK(decnet_get_log_level() == DECNET_LOG_WARN, "decnet_get_log_level reads the level back");
+    expect_error("decnet_set_log_callback(min_level=6)", decnet_set_log_callback(6, log_nothing, NULL),
+                 DECNET_ERR_INVALID_ARGUMENT, "min_level");
+    expect_error("decnet_set_log_callback(min_level=UINT32_MAX)",
+                 decnet_set_log_callback(UINT32_MAX, log_nothing, NULL), DECNET_ERR_INVALID_ARGUMENT,
+                 "min_level");
+    CHECK(decnet_get_log_level() == DECNET_LOG_WARN, "a rejected level keeps the callback");
+    expect_ok("decnet_set_log_callback(callback=NULL) removes it",
+              decnet_set_log_callback(DECNET_LOG_TRACE, NULL, NULL));
+    CHECK(decnet_get_log_level() == DECNET_LOG_OFF, "a NULL callback removes it");
+    expect_ok("decnet_set_log_callback(min_level=0)", decnet_set_log_callback(DECNET_LOG_INFO, log_nothing, NULL));
+    expect_ok("decnet_set_log_callback(min_level=0) removes it",
+              decnet_set_log_callback(DECNET_LOG_OFF, log_nothing, NULL));
+    CHECK(decnet_get_log_level() == DECNET_LOG_OFF, "level 0 removes it");
+}
+
 /* The free functions accept NULL and leave the last-error record alone. */
 static void test_free_null(void) {
     char *out = SENTINEL;
@@ -1642,6 +1673,7 @@ int main(int argc, char **argv) {
     setenv("HOME", home, 1);
 
     test_version_and_names();
+    test_log_callback();
     test_free_null();
     test_identity();
     test_pki();

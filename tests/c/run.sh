@@ -24,9 +24,10 @@
 # the library's exports and derive the coverage list boundary must meet;
 # build examples-c through the installed pkg-config file (in a temp copy);
 # build tests/c; build and start the stand-in worker; run quickstart,
-# quickstart-static, raii, raii-static, boundary and threads; start the
-# swarm and run fleet (plain and under valgrind); valgrind
-# memcheck over quickstart, raii, boundary and threads; an ASan+UBSan build
+# quickstart-static, raii, raii-static, boundary, thread_exit, exact_answer,
+# key_modes, log_events and threads; start the swarm and run fleet (plain and
+# under valgrind); valgrind
+# memcheck over quickstart, raii, boundary, log_events and threads; an ASan+UBSan build
 # of quickstart, boundary and threads; a TSan build of threads, preceded by
 # a negative control (a deliberately racy build must be caught). Each stage
 # prints a header; the first failure stops the run. The last line is
@@ -169,6 +170,7 @@ build_tests() {
         cc "${warn[@]}" $cflags -pthread -o "$build/thread_exit" tests/c/thread_exit.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/exact_answer" tests/c/exact_answer.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/key_modes" tests/c/key_modes.c $libs -Wl,-rpath,"$libdir"
+        cc "${warn[@]}" $cflags -o "$build/log_events" tests/c/log_events.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -pthread -o "$build/fleet" tests/c/fleet.c $libs -Wl,-rpath,"$libdir"
     }
 }
@@ -287,7 +289,7 @@ run_tsan() {
 stage "build and install the library (make install, TARGET_DIR=$lib_target)" install_library
 stage "header matches the library's exports; coverage list" check_header
 stage "build examples-c via pkg-config (temp copy)" build_examples
-stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes)" build_tests
+stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes, log_events)" build_tests
 stage "build the stand-in worker (testkit, TARGET_DIR=$standin_target)" build_standin
 stage "start the stand-in worker" start_standin
 stage "run quickstart" run_example quickstart
@@ -298,6 +300,7 @@ stage "run boundary" run_boundary "$build/boundary"
 stage "run thread_exit (last-error calls from a thread-exit destructor)" "$build/thread_exit"
 stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer" "$ca_dir" "$hosts"
 stage "run key_modes (an unprotected key is DECNET_ERR_PKI with the fix)" "$build/key_modes" "$ca_dir"
+stage "run log_events (the events one call raises; no key material; a re-entrant callback)" "$build/log_events" "$ca_dir" "$hosts"
 stage "run threads ($threads_calls calls per thread)" "$build/threads" "$ca_dir" "$hosts" "$threads_calls"
 stage "start the swarm (40 stand-ins, 16 faulty)" start_swarm
 stage "run fleet (callback, outcomes, per-host arguments, early stop)" "$build/fleet" "$swarm_dir"
@@ -305,6 +308,7 @@ stage "valgrind memcheck: fleet" vg "$build/fleet" "$swarm_dir"
 stage "valgrind memcheck: quickstart" vg "$build/examples-c/quickstart" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: raii" vg "$build/examples-c/raii" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: boundary" run_boundary vg "$build/boundary"
+stage "valgrind memcheck: log_events" vg "$build/log_events" "$ca_dir" "$hosts"
 stage "valgrind memcheck: threads (50 calls per thread)" vg "$build/threads" "$ca_dir" "$hosts" 50
 stage "build with AddressSanitizer + UBSan (quickstart, boundary, threads)" build_asan
 stage "ASan: quickstart" "$build/quickstart-asan" "$ca_dir" "$hosts/ok.json"
