@@ -15,9 +15,10 @@ Finding the shared library, in this order:
 1. the environment variable ``DECNET_AGENT_CLIENT_LIB`` (a file, or a folder
    holding ``libdecnet_agent_client.so``); when it is set, nothing else is
    tried, so a wrong setting never silently loads another build;
-2. ``libdecnet_agent_client.so`` beside this module;
-3. the repository's cargo target folder: ``../target/release``, then
-   ``../target/debug``, relative to this module.
+2. ``libdecnet_agent_client.so`` inside this package (where an installed
+   wheel carries it);
+3. the repository's cargo target folder: ``target/release``, then
+   ``target/debug`` (for a checkout: ``python/`` on ``sys.path``).
 
 Example::
 
@@ -113,7 +114,7 @@ def _candidates() -> List[str]:
             return [os.path.join(explicit, name)]
         return [explicit]
     here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
+    repo = os.path.dirname(os.path.dirname(here))  # python/decnet_agent_client -> the checkout
     return [
         os.path.join(here, name),
         os.path.join(repo, "target", "release", name),
