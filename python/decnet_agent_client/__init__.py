@@ -13,10 +13,11 @@ library's C ABI (``include/decnet_agent_client.h``). It adds:
 Finding the shared library, in this order:
 
 1. the environment variable ``DECNET_AGENT_CLIENT_LIB`` (a file, or a folder
-   holding ``libdecnet_agent_client.so``); when it is set, nothing else is
-   tried, so a wrong setting never silently loads another build;
-2. ``libdecnet_agent_client.so`` inside this package (where an installed
-   wheel carries it);
+   holding ``libdecnet_agent_client.abi3.so`` or ``libdecnet_agent_client.so``);
+   when it is set, nothing else is tried, so a wrong setting never silently
+   loads another build;
+2. ``libdecnet_agent_client.abi3.so`` (the name an installed wheel gives
+   it), then ``libdecnet_agent_client.so``, inside this package;
 3. the repository's cargo target folder: ``target/release``, then
    ``target/debug`` (for a checkout: ``python/`` on ``sys.path``).
 
@@ -105,18 +106,26 @@ def _library_file_name() -> str:
     return "libdecnet_agent_client.so"
 
 
+def _names_in_folder() -> List[str]:
+    """A folder's possible file names for the library: the one a wheel gives
+    it (setuptools-rust, abi3), then the one cargo gives it."""
+    name = _library_file_name()
+    if name.endswith(".so"):
+        return [name[: -len(".so")] + ".abi3.so", name]
+    return [name]
+
+
 def _candidates() -> List[str]:
     """Where the library is looked for, in order (see the module docstring)."""
     name = _library_file_name()
     explicit = os.environ.get(LIBRARY_ENV)
     if explicit:
         if os.path.isdir(explicit):
-            return [os.path.join(explicit, name)]
+            return [os.path.join(explicit, n) for n in _names_in_folder()]
         return [explicit]
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(here))  # python/decnet_agent_client -> the checkout
-    return [
-        os.path.join(here, name),
+    return [os.path.join(here, n) for n in _names_in_folder()] + [
         os.path.join(repo, "target", "release", name),
         os.path.join(repo, "target", "debug", name),
     ]
@@ -135,8 +144,8 @@ def _load_library() -> "tuple[ctypes.CDLL, str]":
     how = (
         f"{LIBRARY_ENV} is set, so only that path was tried"
         if os.environ.get(LIBRARY_ENV)
-        else f"set {LIBRARY_ENV} to the library's path, or build it with "
-        "`cargo build --release --lib`"
+        else f"install the package with `pip install ./python`, set {LIBRARY_ENV} to the "
+        "library's path, or build it with `cargo build --release --lib`"
     )
     raise ImportError(
         "decnet_agent_client: cannot find the shared library "
@@ -201,7 +210,7 @@ _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
 
 # name: (restype, argtypes)
-_SIGNATURES: Dict[str, "tuple[Any, list]"] = {
+_SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_version": (c_char_p, []),
     "decnet_string_free": (None, [_OwnedStr]),
     "decnet_client_new_from_host_json": (
@@ -490,7 +499,7 @@ class ClosedError(ValueError):
     """The :class:`Client` or :class:`Identity` was closed (a Python-side condition, no result code)."""
 
 
-_ERROR_CLASSES: Dict[int, type] = {
+_ERROR_CLASSES: Dict[int, "type[DecnetError]"] = {
     cls.code: cls
     for cls in (
         InvalidArgumentError,
@@ -551,7 +560,7 @@ def _check(result: int) -> None:
         raise last_error(result)
 
 
-def _take_string(pointer: "ctypes._Pointer") -> str:
+def _take_string(pointer: "ctypes._Pointer[c_char]") -> str:
     """Reads an owned ``char *`` and frees it with ``decnet_string_free``."""
     if not pointer:
         raise InternalError("the library returned NULL for a string", code=12)
@@ -574,7 +583,8 @@ def _call_for_string(function: Any, *args: Any) -> str:
 
 
 def _call_for_json(function: Any, *args: Any) -> Dict[str, Any]:
-    return json.loads(_call_for_string(function, *args))
+    answer: Dict[str, Any] = json.loads(_call_for_string(function, *args))
+    return answer
 
 
 # ---------------------------------------------------------------------------
@@ -586,7 +596,8 @@ def _invalid(argument: str, reason: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"invalid argument `{argument}`: {reason}", code=1)
 
 
-def _c_text(value: Optional[str], argument: str, *, optional: bool = False) -> Optional[bytes]:
+def _c_text(value: Optional[Union[str, bytes]], argument: str, *,
+            optional: bool = False) -> Optional[bytes]:
     """UTF-8 bytes for a ``const char *`` argument (None passes NULL when allowed)."""
     if value is None:
         if optional:
@@ -653,10 +664,10 @@ def _profile_code(profile: Union[str, int]) -> int:
         if not 0 <= profile < 2**32:
             raise _invalid("profile", f"{profile} is not a profile code")
         return profile
-    try:
-        return PROFILES[profile]
-    except (KeyError, TypeError):
-        raise _invalid("profile", f"{profile!r} is not one of {sorted(PROFILES)}") from None
+    code = PROFILES.get(profile) if isinstance(profile, str) else None
+    if code is None:
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(PROFILES)}")
+    return code
 
 
 def _to_ms(seconds: float, argument: str) -> int:
@@ -776,7 +787,7 @@ class Identity(_HandleOwner):
         self._fingerprint: Optional[str] = None
 
     @classmethod
-    def ensure(cls, ca_dir: Optional[Union[str, os.PathLike]] = None) -> "Identity":
+    def ensure(cls, ca_dir: Optional[Union[str, os.PathLike[str]]] = None) -> "Identity":
         """Ensures the CA and the master bundle under ``ca_dir`` and loads the master identity.
 
         ``ca_dir`` defaults to ``$HOME/.decnet/ca``. Whatever is missing is
@@ -789,8 +800,8 @@ class Identity(_HandleOwner):
         return cls(out)
 
     @classmethod
-    def load(cls, ca_cert: Union[str, os.PathLike], cert: Union[str, os.PathLike],
-             key: Union[str, os.PathLike]) -> "Identity":
+    def load(cls, ca_cert: Union[str, os.PathLike[str]], cert: Union[str, os.PathLike[str]],
+             key: Union[str, os.PathLike[str]]) -> "Identity":
         """Loads an identity from three PEM files: the CA certificate (the only trust anchor),
         the client certificate and its private key."""
         out = _IdentityPtr()
@@ -799,7 +810,7 @@ class Identity(_HandleOwner):
         return cls(out)
 
     @classmethod
-    def load_dir(cls, bundle_dir: Union[str, os.PathLike]) -> "Identity":
+    def load_dir(cls, bundle_dir: Union[str, os.PathLike[str]]) -> "Identity":
         """Loads the identity of a bundle directory holding ``ca.crt``, ``worker.crt`` and
         ``worker.key`` (the master's ``<ca_dir>/master``, or any enrolled bundle), creating
         nothing. A missing file raises :class:`NotEnrolledError` naming it."""
@@ -1064,19 +1075,19 @@ def topology_hash(hydrated: Union[Dict[str, Any], str]) -> str:
     return _call_for_string(lib.decnet_topology_hash, _c_json(hydrated, "hydrated"))
 
 
-def fingerprint_file(path: Union[str, os.PathLike]) -> str:
+def fingerprint_file(path: Union[str, os.PathLike[str]]) -> str:
     """The fingerprint (lowercase hex SHA-256 of the DER) of the certificate in ``path`` (PEM or DER)."""
     return _call_for_string(lib.decnet_fingerprint_file, _c_path(path, "path"))
 
 
-def ensure_ca(ca_dir: Optional[Union[str, os.PathLike]] = None) -> str:
+def ensure_ca(ca_dir: Optional[Union[str, os.PathLike[str]]] = None) -> str:
     """Loads the CA in ``ca_dir`` (default ``$HOME/.decnet/ca``), creating it when neither
     ``ca.key`` nor ``ca.crt`` exists; returns its certificate's fingerprint."""
     return _call_for_string(lib.decnet_pki_ensure_ca, _c_path(ca_dir, "ca_dir", optional=True))
 
 
-def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.PathLike],
-                        ca_dir: Optional[Union[str, os.PathLike]] = None,
+def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.PathLike[str]],
+                        ca_dir: Optional[Union[str, os.PathLike[str]]] = None,
                         validity_days: int = 0) -> str:
     """Issues a worker bundle (``ca.crt``, ``worker.crt``, ``worker.key``) into ``out_dir``,
     signed by the CA in ``ca_dir`` (which must exist; default ``$HOME/.decnet/ca``).
@@ -1135,10 +1146,10 @@ def _tarball(tarball: Any) -> "tuple[Optional[bytes], Any, int, Any]":
 def _updater_profile(profile: Union[str, int]) -> int:
     if isinstance(profile, int) and not isinstance(profile, bool):
         return profile
-    try:
-        return UPDATER_PROFILES[profile]
-    except (KeyError, TypeError):
-        raise _invalid("profile", f"{profile!r} is not one of {sorted(UPDATER_PROFILES)}") from None
+    code = UPDATER_PROFILES.get(profile) if isinstance(profile, str) else None
+    if code is None:
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(UPDATER_PROFILES)}")
+    return code
 
 
 class UpdaterClient(_HandleOwner):
@@ -1216,7 +1227,7 @@ class UpdaterClient(_HandleOwner):
         with self._handle as pointer:
             return _call_for_json(lib.decnet_updater_rollback, pointer)
 
-    def update(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> Dict[str, Any]:
+    def update(self, tarball: Union[bytes, str, os.PathLike[str]], sha: str = "") -> Dict[str, Any]:
         """``POST /update`` of ``tarball`` (bytes, or a file path streamed from disk) with the
         git ``sha``; the SHA-256 is computed by the library. A 409 (rolled back) or 500 raises
         :class:`HTTPStatusError` with ``update_error``, ``update_stderr`` and ``rolled_back``."""
@@ -1225,7 +1236,7 @@ class UpdaterClient(_HandleOwner):
             return _call_for_json(lib.decnet_updater_update, pointer, path, data, length,
                                   _c_text(sha, "sha"))
 
-    def update_self(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> SelfUpdateResult:
+    def update_self(self, tarball: Union[bytes, str, os.PathLike[str]], sha: str = "") -> SelfUpdateResult:
         """``POST /update-self``: see :class:`SelfUpdateResult`. A connection lost during the
         upload raises :class:`ConnectionLostError`."""
         path, data, length, _owner = _tarball(tarball)
@@ -1253,7 +1264,7 @@ class UpdaterClient(_HandleOwner):
 
 def enroll(name: str, address: str, sans: Iterable[str] = (), agent_port: int = 0,
            with_updater: bool = True, reissue: bool = False,
-           ca_dir: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
+           ca_dir: Union[str, os.PathLike[str], None] = None) -> Dict[str, Any]:
     """Enrolls worker ``name`` at ``address`` with the CA in ``ca_dir`` (default
     ``$HOME/.decnet/ca``; it must exist) and returns its host record.
 
