@@ -40,8 +40,11 @@ CONFIGURE = sed -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' 
 
 all: lib cli
 
+# Only the C crate types: built together with the rlib (`cargo build`), the
+# shared library comes out larger (3.14 MB against 2.87 MB stripped) and
+# the archive much larger (50 MB against 18 MB).
 lib:
-	$(CARGO) build --release --lib --target-dir $(TARGET_DIR)
+	$(CARGO) rustc --release --lib --crate-type cdylib,staticlib --target-dir $(TARGET_DIR)
 
 # The CLI without the test kit: no stand-in worker in what users install.
 cli:

@@ -23,7 +23,7 @@ python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet --disabl
 
 cargo build --release --quiet --features cli --bin decnet-agent-client
 cargo build --release --quiet --features testkit --example stand_in_worker --target-dir target/testkit
-cargo build --release --quiet --lib --target-dir target/c-abi
+make --quiet --no-print-directory lib TARGET_DIR=target/c-abi  # what make install installs
 
 work=$(mktemp -d)
 taskset -c "$cpus" target/testkit/release/examples/stand_in_worker "$work" &

@@ -87,7 +87,11 @@ stage() {
 
 # ---------------------------------------------------------------------------
 install_library() {
-    make install-lib PREFIX="$prefix" TARGET_DIR="$lib_target"
+    # The release profile strips symbols; keep them here so that memcheck
+    # can apply valgrind.supp, whose entries name functions (the code is
+    # the same: stripping only drops the symbol table; .ci/packaging checks
+    # the stripped build users install).
+    CARGO_PROFILE_RELEASE_STRIP=none make install-lib PREFIX="$prefix" TARGET_DIR="$lib_target"
     export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
     echo "pkg-config: decnet_agent_client $(pkg-config --modversion decnet_agent_client)"
     libdir=$(pkg-config --variable=libdir decnet_agent_client)
