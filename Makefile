@@ -4,7 +4,7 @@
 # with its shell completions (bash, zsh, fish) and man page, both generated
 # from its clap definition.
 #
-#   make                      # cargo build --release: library and CLI
+#   make                      # release builds of the library and the CLI
 #   make install PREFIX=/usr/local [DESTDIR=...]
 #   make install-lib          # the C library only (install-cli: the CLI only)
 #   make uninstall PREFIX=/usr/local
