@@ -4,7 +4,9 @@
 #   - the CLI's one-shot pinned health against curl's (client certificate,
 #     CA, --pinnedpubkey), each a whole process, timed by hyperfine;
 #   - the Python module against an httpx client set up the way the
-#     reference master does it (warm calls; cold client + first call).
+#     reference master does it (warm calls; cold client + first call);
+#   - the Python layer's own cost: the module's warm call against the raw
+#     ctypes call it wraps, interleaved call by call.
 # Installs what it needs (curl and hyperfine from apt, httpx from pip).
 # Everything runs pinned to one core (taskset -c 0), as the performance
 # anchors' "same core" column, unless PEERS_CPUS says otherwise.
@@ -21,7 +23,7 @@ python3 -c 'import httpx' 2>/dev/null || python3 -m pip install --quiet --disabl
 
 cargo build --release --quiet --features cli --bin decnet-agent-client
 cargo build --release --quiet --features testkit --example stand_in_worker --target-dir target/testkit
-cargo build --release --quiet --lib --target-dir target/c-abi
+make --quiet --no-print-directory lib TARGET_DIR=target/c-abi  # what make install installs
 
 work=$(mktemp -d)
 taskset -c "$cpus" target/testkit/release/examples/stand_in_worker "$work" &
@@ -54,10 +56,14 @@ cli, curl = (r["median"] * 1e3 for r in oneshot)
 rows = [
     ("one-shot pinned health: our CLI", cli, "curl --cert --key --cacert --pinnedpubkey", curl),
     ("Python module, warm call", py["python_module_warm_ms"], "httpx reference-style, warm call", py["httpx_reference_warm_ms"]),
+    ("raw ctypes call (interleaved with the next row)", py["raw_ctypes_warm_ms"], "httpx reference-style, warm call", py["httpx_reference_warm_ms"]),
+    ("Python module, warm call (interleaved with the raw call)", py["python_module_warm_interleaved_ms"], "httpx reference-style, warm call", py["httpx_reference_warm_ms"]),
     ("Python module, cold client + call", py["python_module_cold_ms"], "httpx reference-style, probe + client + call", py["httpx_reference_cold_ms"]),
 ]
 print("| ours | median ms | peer | median ms | peer / ours |")
 print("|---|---|---|---|---|")
 for ours, a, peer, b in rows:
     print(f"| {ours} | {a:.3f} | {peer} | {b:.3f} | {b / a:.1f}x |")
+print()
+print(f"Python layer over the raw ctypes call: {py['python_layer_us']:.1f} us per call")
 PY

@@ -3,10 +3,16 @@
 The tests load the REAL shared library: set ``DECNET_AGENT_CLIENT_LIB`` to a
 build (``cargo build --release --lib``), or let the module find it in the
 repository's ``target/release`` (then ``target/debug``).
+
+With ``DECNET_TEST_INSTALLED=1`` they test the INSTALLED package instead (a
+wheel from ``pip install ./python``): the source tree is kept off
+``sys.path``, ``DECNET_AGENT_CLIENT_LIB`` must be unset, and the library must
+be the one inside the installed package.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,16 +20,27 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 PYTHON_DIR = HERE.parent
-sys.path.insert(0, str(PYTHON_DIR))
+#: True when the suite tests the installed wheel rather than the source tree.
+INSTALLED = os.environ.get("DECNET_TEST_INSTALLED") == "1"
+if not INSTALLED:
+    sys.path.insert(0, str(PYTHON_DIR))
 sys.path.insert(0, str(HERE))
 
 import decnet_agent_client as dac  # noqa: E402
+
+if INSTALLED:
+    _package = Path(dac.__file__).resolve().parent
+    assert dac.LIBRARY_ENV not in os.environ, f"unset {dac.LIBRARY_ENV} to test the installed wheel"
+    assert PYTHON_DIR not in _package.parents, f"{_package} is the source tree, not an install"
+    assert Path(dac.library_path()).parent == _package, dac.library_path()
 from openssl_worker import OpenSSLWorker  # noqa: E402
 from reference_pki import make_reference_ca, make_reference_leaf  # noqa: E402
 
 
 def pytest_report_header(config):
-    return [f"decnet_agent_client library: {dac.library_path()} (version {dac.version()})"]
+    where = "installed package" if INSTALLED else "source tree"
+    return [f"decnet_agent_client ({where}) {dac.__file__}, library: {dac.library_path()} "
+            f"(version {dac.version()})"]
 
 
 @pytest.fixture(autouse=True)

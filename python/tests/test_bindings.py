@@ -18,6 +18,13 @@ import decnet_agent_client as dac
 REPO = Path(__file__).resolve().parents[2]
 HEADER = REPO / "include" / "decnet_agent_client.h"
 MODULE = Path(dac.__file__).resolve()
+PACKAGE = MODULE.parent
+
+
+def _copy_package(directory: Path) -> None:
+    """Copies the package's Python sources (not a library it may carry) into ``directory``."""
+    shutil.copytree(PACKAGE, directory / PACKAGE.name,
+                    ignore=shutil.ignore_patterns("*.so", "*.dylib", "*.dll", "__pycache__"))
 
 # ---------------------------------------------------------------------------
 # Every function of the header is declared
@@ -225,7 +232,7 @@ def _import_in(directory: Path, env_lib):
 
 
 def test_lookup_env_var_wins(tmp_path):
-    shutil.copy(MODULE, tmp_path / MODULE.name)
+    _copy_package(tmp_path)
     run = _import_in(tmp_path, dac.library_path())
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == dac.library_path()
@@ -235,17 +242,18 @@ def test_lookup_env_var_wins(tmp_path):
 
 
 def test_lookup_beside_the_module(tmp_path):
-    shutil.copy(MODULE, tmp_path / MODULE.name)
-    shutil.copy(dac.library_path(), tmp_path / "libdecnet_agent_client.so")
+    _copy_package(tmp_path)
+    inside = tmp_path / PACKAGE.name / "libdecnet_agent_client.so"
+    shutil.copy(dac.library_path(), inside)
     run = _import_in(tmp_path, None)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == str(tmp_path / "libdecnet_agent_client.so")
+    assert run.stdout.strip() == str(inside)
 
 
 def test_lookup_target_folder(tmp_path):
     (tmp_path / "python").mkdir()
     (tmp_path / "target" / "debug").mkdir(parents=True)
-    shutil.copy(MODULE, tmp_path / "python" / MODULE.name)
+    _copy_package(tmp_path / "python")
     shutil.copy(dac.library_path(), tmp_path / "target" / "debug" / "libdecnet_agent_client.so")
     run = _import_in(tmp_path / "python", None)
     assert run.returncode == 0, run.stderr
@@ -254,11 +262,11 @@ def test_lookup_target_folder(tmp_path):
 
 def test_lookup_failure_lists_every_place(tmp_path):
     (tmp_path / "python").mkdir()
-    shutil.copy(MODULE, tmp_path / "python" / MODULE.name)
+    _copy_package(tmp_path / "python")
     run = _import_in(tmp_path / "python", None)
     assert run.returncode != 0
     assert "ImportError" in run.stderr
-    for place in (tmp_path / "python" / "libdecnet_agent_client.so",
+    for place in (tmp_path / "python" / PACKAGE.name / "libdecnet_agent_client.so",
                   tmp_path / "target" / "release" / "libdecnet_agent_client.so",
                   tmp_path / "target" / "debug" / "libdecnet_agent_client.so"):
         assert str(place) in run.stderr
@@ -266,8 +274,8 @@ def test_lookup_failure_lists_every_place(tmp_path):
 
 
 def test_lookup_explicit_path_is_not_second_guessed(tmp_path):
-    shutil.copy(MODULE, tmp_path / MODULE.name)
-    shutil.copy(dac.library_path(), tmp_path / "libdecnet_agent_client.so")  # would be found beside
+    _copy_package(tmp_path)
+    shutil.copy(dac.library_path(), tmp_path / PACKAGE.name / "libdecnet_agent_client.so")  # would be found
     missing = tmp_path / "nowhere" / "libdecnet_agent_client.so"
     run = _import_in(tmp_path, missing)
     assert run.returncode != 0

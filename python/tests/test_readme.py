@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from conftest import INSTALLED
+
 import decnet_agent_client as dac
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
@@ -32,10 +35,11 @@ def run_example(code: str, ca_dir: Path, host: dict) -> subprocess.CompletedProc
     env.update({
         "DECNET_CA_DIR": str(ca_dir),
         "DECNET_HOST_JSON": json.dumps(host),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(PYTHON_DIR), env.get("PYTHONPATH")])),
         "PYTHONDONTWRITEBYTECODE": "1",
-        dac.LIBRARY_ENV: dac.library_path(),
     })
+    if not INSTALLED:  # installed: a plain import, as a user's program does it
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PYTHON_DIR), env.get("PYTHONPATH")]))
+        env[dac.LIBRARY_ENV] = dac.library_path()
     env.pop("DECNET_VERIFY_HOSTNAME", None)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=120)
@@ -62,3 +66,20 @@ def test_readme_example_catches_a_pin_mismatch(ca_dir, worker, ecdsa_bundle):
     assert run.returncode == 1
     assert f"is not the enrolled worker: expected {wrong[:16]}…, got {worker.fingerprint[:16]}…" in run.stderr
     assert worker.ledger == []
+
+
+def test_readme_example_passes_mypy_strict(tmp_path):
+    """The example type-checks with ``mypy --strict`` against the package's
+    annotations (``py.typed``): the installed one, or the source tree's."""
+    pytest.importorskip("mypy", reason="mypy is not installed (.ci/install installs it)")
+    code, source = readme_example()
+    example = tmp_path / "readme_example.py"
+    example.write_text(code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "MYPYPATH"}
+    if not INSTALLED:
+        env["MYPYPATH"] = str(PYTHON_DIR)
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir", os.devnull,
+         str(example)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"{source}'s Python example:\n{run.stdout}\n{run.stderr}"

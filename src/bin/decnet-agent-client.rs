@@ -17,6 +17,8 @@ use decnet_agent_client::pki::{self, CertificateAuthority, LEAF_VALIDITY_DAYS};
 use decnet_agent_client::{topology, Error, ErrorKind, Identity, Result};
 use serde_json::{json, Value};
 
+#[path = "cli/docs.rs"]
+mod docs;
 #[path = "cli/fleet.rs"]
 mod fleet;
 #[path = "cli/updater.rs"]
@@ -201,11 +203,17 @@ enum Command {
         /// Hydrated topology JSON: a file, or `-` for standard input
         file: String,
     },
-    /// Run the self-contained loopback demo (temporary CA, stand-in worker)
-    Demo,
     /// One RPC over many workers: NDJSON results on stdout as hosts complete
     #[command(after_help = fleet::exit_help())]
     Fleet(fleet::FleetArgs),
+    /// Print the shell completion script for SHELL (`make install` installs them)
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print the man page, roff (`make install` installs it)
+    Manpage,
 }
 
 fn main() -> ExitCode {
@@ -424,8 +432,12 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
         Command::TopologyHash { file } => {
             json!({"version_hash": topology::canonical_hash_str(&read_input(file, "hydrated")?)?})
         }
-        Command::Demo => {
-            decnet_agent_client::testkit::run_demo(&mut std::io::stdout().lock())?;
+        Command::Completions { shell } => {
+            docs::completions(*shell, &mut std::io::stdout().lock())?;
+            return Ok(None);
+        }
+        Command::Manpage => {
+            docs::manpage(&mut std::io::stdout().lock())?;
             return Ok(None);
         }
         // `main` runs it: its exit status says how the fleet fared.

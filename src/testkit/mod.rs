@@ -1,6 +1,7 @@
 //! Test kit: a loopback stand-in worker agent and throw-away PKI, for the
-//! tests, the demo and the command-line tool. Built only with the `testkit`
-//! feature; never part of the C library.
+//! tests, the benchmarks and the demo binary. Built only with the `testkit`
+//! feature; never part of the C library, the Python wheel or the installed
+//! command-line tool.
 
 mod demo;
 mod http;

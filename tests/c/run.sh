@@ -5,7 +5,7 @@
 #
 # Needs, besides a Rust toolchain (cargo) on PATH -- install in CI, not here:
 #   apt-get install -y --no-install-recommends \
-#       build-essential pkg-config valgrind libasan8 libubsan1 libtsan2
+#       build-essential pkg-config cmake valgrind libasan8 libubsan1 libtsan2
 # (build-essential: gcc, g++, make, libc6-dev, binutils for nm; libasan8,
 #  libubsan1, libtsan2: gcc's sanitizer runtimes -- on Debian 12 gcc-12
 #  already pulls them in, listed so a slimmer image cannot miss them.)
@@ -22,12 +22,13 @@
 #
 # Stages: install the library into a temp prefix; check the header against
 # the library's exports and derive the coverage list boundary must meet;
-# build examples-c through the installed pkg-config file (in a temp copy);
+# build examples-c through the installed pkg-config file (in a temp copy)
+# and through the installed CMake package (shared and static);
 # build tests/c; build and start the stand-in worker; run quickstart,
-# quickstart-static, raii, raii-static, boundary, thread_exit, exact_answer,
-# key_modes, log_events and threads; start the swarm and run fleet (plain and
-# under valgrind); valgrind
-# memcheck over quickstart, raii, boundary, log_events and threads; an ASan+UBSan build
+# quickstart-static, raii, raii-static (both builds), boundary, thread_exit,
+# exact_answer, key_modes, log_events and threads; start the swarm and run
+# fleet (plain and under valgrind); valgrind memcheck over quickstart, raii,
+# boundary, log_events and threads; an ASan+UBSan build
 # of quickstart, boundary and threads; a TSan build of threads, preceded by
 # a negative control (a deliberately racy build must be caught). Each stage
 # prints a header; the first failure stops the run. The last line is
@@ -93,7 +94,11 @@ stage() {
 
 # ---------------------------------------------------------------------------
 install_library() {
-    make install PREFIX="$prefix" TARGET_DIR="$lib_target"
+    # The release profile strips symbols; keep them here so that memcheck
+    # can apply valgrind.supp, whose entries name functions (the code is
+    # the same: stripping only drops the symbol table; .ci/packaging checks
+    # the stripped build users install).
+    CARGO_PROFILE_RELEASE_STRIP=none make install-lib PREFIX="$prefix" TARGET_DIR="$lib_target"
     export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
     echo "pkg-config: decnet_agent_client $(pkg-config --modversion decnet_agent_client)"
     libdir=$(pkg-config --variable=libdir decnet_agent_client)
@@ -159,6 +164,31 @@ build_examples() {
     mkdir -p "$build/examples-c"
     cp examples-c/Makefile examples-c/quickstart.c examples-c/raii.cpp "$build/examples-c/"
     make -C "$build/examples-c"
+}
+
+# The same examples through the installed CMake package (examples-c/CMakeLists.txt):
+# the shared programs must load the installed library, the static ones none.
+build_examples_cmake() {
+    local out=$build/examples-cmake
+    cmake -S examples-c -B "$out" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release
+    cmake --build "$out" -j 2
+    local program
+    for program in quickstart raii; do
+        if ! ldd "$out/$program" | grep -q "libdecnet_agent_client.so.0 => $libdir/"; then
+            echo "$program does not load $libdir/libdecnet_agent_client.so.0:"; ldd "$out/$program"; return 1
+        fi
+        if ldd "$out/$program-static" | grep -q libdecnet_agent_client; then
+            echo "$program-static loads the shared library:"; ldd "$out/$program-static"; return 1
+        fi
+    done
+}
+
+run_cmake_examples() {
+    local program
+    for program in quickstart quickstart-static raii raii-static; do
+        echo "--- $program (CMake)"
+        "$build/examples-cmake/$program" "$ca_dir" "$hosts/ok.json"
+    done
 }
 
 build_tests() {
@@ -286,9 +316,10 @@ run_tsan() {
 }
 
 # ---------------------------------------------------------------------------
-stage "build and install the library (make install, TARGET_DIR=$lib_target)" install_library
+stage "build and install the library (make install-lib, TARGET_DIR=$lib_target)" install_library
 stage "header matches the library's exports; coverage list" check_header
 stage "build examples-c via pkg-config (temp copy)" build_examples
+stage "build examples-c via the installed CMake package (shared and static)" build_examples_cmake
 stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes, log_events)" build_tests
 stage "build the stand-in worker (testkit, TARGET_DIR=$standin_target)" build_standin
 stage "start the stand-in worker" start_standin
@@ -296,6 +327,7 @@ stage "run quickstart" run_example quickstart
 stage "run quickstart-static" run_example quickstart-static
 stage "run raii" run_example raii
 stage "run raii-static" run_example raii-static
+stage "run the CMake-built quickstart, quickstart-static, raii, raii-static" run_cmake_examples
 stage "run boundary" run_boundary "$build/boundary"
 stage "run thread_exit (last-error calls from a thread-exit destructor)" "$build/thread_exit"
 stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer" "$ca_dir" "$hosts"

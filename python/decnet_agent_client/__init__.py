@@ -21,11 +21,13 @@ library's C ABI (``include/decnet_agent_client.h``). It adds:
 Finding the shared library, in this order:
 
 1. the environment variable ``DECNET_AGENT_CLIENT_LIB`` (a file, or a folder
-   holding ``libdecnet_agent_client.so``); when it is set, nothing else is
-   tried, so a wrong setting never silently loads another build;
-2. ``libdecnet_agent_client.so`` beside this module;
-3. the repository's cargo target folder: ``../target/release``, then
-   ``../target/debug``, relative to this module.
+   holding ``libdecnet_agent_client.abi3.so`` or ``libdecnet_agent_client.so``);
+   when it is set, nothing else is tried, so a wrong setting never silently
+   loads another build;
+2. ``libdecnet_agent_client.abi3.so`` (the name an installed wheel gives
+   it), then ``libdecnet_agent_client.so``, inside this package;
+3. the repository's cargo target folder: ``target/release``, then
+   ``target/debug`` (for a checkout: ``python/`` on ``sys.path``).
 
 Example::
 
@@ -59,6 +61,8 @@ from ctypes import (
     c_uint64,
 )
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
+
+_string_at = ctypes.string_at
 
 __all__ = [
     "DecnetError",
@@ -119,18 +123,26 @@ def _library_file_name() -> str:
     return "libdecnet_agent_client.so"
 
 
+def _names_in_folder() -> List[str]:
+    """A folder's possible file names for the library: the one a wheel gives
+    it (setuptools-rust, abi3), then the one cargo gives it."""
+    name = _library_file_name()
+    if name.endswith(".so"):
+        return [name[: -len(".so")] + ".abi3.so", name]
+    return [name]
+
+
 def _candidates() -> List[str]:
     """Where the library is looked for, in order (see the module docstring)."""
     name = _library_file_name()
     explicit = os.environ.get(LIBRARY_ENV)
     if explicit:
         if os.path.isdir(explicit):
-            return [os.path.join(explicit, name)]
+            return [os.path.join(explicit, n) for n in _names_in_folder()]
         return [explicit]
     here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.dirname(here)
-    return [
-        os.path.join(here, name),
+    repo = os.path.dirname(os.path.dirname(here))  # python/decnet_agent_client -> the checkout
+    return [os.path.join(here, n) for n in _names_in_folder()] + [
         os.path.join(repo, "target", "release", name),
         os.path.join(repo, "target", "debug", name),
     ]
@@ -149,8 +161,8 @@ def _load_library() -> "tuple[ctypes.CDLL, str]":
     how = (
         f"{LIBRARY_ENV} is set, so only that path was tried"
         if os.environ.get(LIBRARY_ENV)
-        else f"set {LIBRARY_ENV} to the library's path, or build it with "
-        "`cargo build --release --lib`"
+        else f"install the package with `pip install ./python`, set {LIBRARY_ENV} to the "
+        "library's path, or build it with `cargo build --release --lib`"
     )
     raise ImportError(
         "decnet_agent_client: cannot find the shared library "
@@ -217,7 +229,7 @@ _Result = c_int  # `enum decnet_result`
 _LogCallback = ctypes.CFUNCTYPE(None, c_uint32, c_char_p, ctypes.c_void_p)
 
 # name: (restype, argtypes)
-_SIGNATURES: Dict[str, "tuple[Any, list]"] = {
+_SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_version": (c_char_p, []),
     "decnet_string_free": (None, [_OwnedStr]),
     "decnet_client_new_from_host_json": (
@@ -582,7 +594,7 @@ class ClosedError(ValueError):
     """The :class:`Client` or :class:`Identity` was closed (a Python-side condition, no result code)."""
 
 
-_ERROR_CLASSES: Dict[int, type] = {
+_ERROR_CLASSES: Dict[int, "type[DecnetError]"] = {
     cls.code: cls
     for cls in (
         InvalidArgumentError,
@@ -643,7 +655,7 @@ def _check(result: int) -> None:
         raise last_error(result)
 
 
-def _take_string(pointer: "ctypes._Pointer") -> str:
+def _take_string(pointer: "ctypes._Pointer[c_char]") -> str:
     """Reads an owned ``char *`` and frees it with ``decnet_string_free``."""
     if not pointer:
         raise InternalError("the library returned NULL for a string", code=12)
@@ -666,7 +678,12 @@ def _call_for_string(function: Any, *args: Any) -> str:
 
 
 def _call_for_json(function: Any, *args: Any) -> Dict[str, Any]:
-    return json.loads(_call_for_string(function, *args))
+    answer: Dict[str, Any] = json.loads(_call_for_string(function, *args))
+    return answer
+
+
+#: ``json.loads`` without its keyword handling, for every answer.
+_decode_json = json.JSONDecoder().decode
 
 
 # ---------------------------------------------------------------------------
@@ -678,7 +695,8 @@ def _invalid(argument: str, reason: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"invalid argument `{argument}`: {reason}", code=1)
 
 
-def _c_text(value: Optional[str], argument: str, *, optional: bool = False) -> Optional[bytes]:
+def _c_text(value: Optional[Union[str, bytes]], argument: str, *,
+            optional: bool = False) -> Optional[bytes]:
     """UTF-8 bytes for a ``const char *`` argument (None passes NULL when allowed)."""
     if value is None:
         if optional:
@@ -746,10 +764,10 @@ def _profile_code(profile: Union[str, int], names: Dict[str, int] = PROFILES) ->
         if not 0 <= profile < 2**32:
             raise _invalid("profile", f"{profile} is not a profile code")
         return profile
-    try:
-        return names[profile]
-    except (KeyError, TypeError):
-        raise _invalid("profile", f"{profile!r} is not one of {sorted(names)}") from None
+    code = names.get(profile) if isinstance(profile, str) else None
+    if code is None:
+        raise _invalid("profile", f"{profile!r} is not one of {sorted(names)}")
+    return code
 
 
 def _to_ms(seconds: float, argument: str) -> int:
@@ -808,6 +826,47 @@ class _Handle:
                 release, self._pointer = self._pointer, None
         if release is not None:
             self._free(release)
+
+    def call_json(self, function: Any, *args: Any) -> Dict[str, Any]:
+        """``function(pointer, *args, &out)`` under this handle, for the calls that
+        answer JSON: raises the call's error, else returns ``out`` parsed (and frees it).
+
+        The hot path of every RPC, so one Python frame does what
+        ``with handle``, :func:`_call_for_string` and :func:`_take_string`
+        do, with the same checks: the handle is counted in flight, the
+        error detail is read before anything else runs, a NULL string is an
+        :class:`InternalError`, and every string is freed.
+        """
+        lock = self._lock
+        with lock:
+            if self._closed:
+                raise ClosedError(f"the {self._what} is closed")
+            self._in_flight += 1
+            pointer = self._pointer
+        try:
+            out = _OwnedStr()
+            result = function(pointer, *args, byref(out))
+            if result != DECNET_OK:
+                error = last_error(result)
+                if out:
+                    lib.decnet_string_free(out)
+                raise error
+            if not out:
+                raise InternalError("the library returned NULL for a string", code=12)
+            try:
+                text = _string_at(out)
+            finally:
+                lib.decnet_string_free(out)
+        finally:
+            release = None
+            with lock:
+                self._in_flight -= 1
+                if self._closed and self._in_flight == 0:
+                    release, self._pointer = self._pointer, None
+            if release is not None:
+                self._free(release)
+        answer: Dict[str, Any] = _decode_json(text.decode("utf-8"))
+        return answer
 
     def close(self) -> None:
         release = None
@@ -870,7 +929,7 @@ class Identity(_HandleOwner):
         self._fingerprint: Optional[str] = None
 
     @classmethod
-    def ensure(cls, ca_dir: Optional[Union[str, os.PathLike]] = None) -> "Identity":
+    def ensure(cls, ca_dir: Optional[Union[str, os.PathLike[str]]] = None) -> "Identity":
         """Ensures the CA and the master bundle under ``ca_dir`` and loads the master identity.
 
         ``ca_dir`` defaults to ``$HOME/.decnet/ca``. Whatever is missing is
@@ -883,8 +942,8 @@ class Identity(_HandleOwner):
         return cls(out)
 
     @classmethod
-    def load(cls, ca_cert: Union[str, os.PathLike], cert: Union[str, os.PathLike],
-             key: Union[str, os.PathLike]) -> "Identity":
+    def load(cls, ca_cert: Union[str, os.PathLike[str]], cert: Union[str, os.PathLike[str]],
+             key: Union[str, os.PathLike[str]]) -> "Identity":
         """Loads an identity from three PEM files: the CA certificate (the only trust anchor),
         the client certificate and its private key."""
         out = _IdentityPtr()
@@ -893,7 +952,7 @@ class Identity(_HandleOwner):
         return cls(out)
 
     @classmethod
-    def load_dir(cls, bundle_dir: Union[str, os.PathLike]) -> "Identity":
+    def load_dir(cls, bundle_dir: Union[str, os.PathLike[str]]) -> "Identity":
         """Loads the identity of a bundle directory holding ``ca.crt``, ``worker.crt`` and
         ``worker.key`` (the master's ``<ca_dir>/master``, or any enrolled bundle), creating
         nothing. A missing file raises :class:`NotEnrolledError` naming it."""
@@ -1083,13 +1142,11 @@ class Client(_HandleOwner):
 
     def health(self) -> Dict[str, Any]:
         """``GET /health``: ``{"status": "ok"}``."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_health, pointer)
+        return self._handle.call_json(lib.decnet_client_health)
 
     def status(self) -> Dict[str, Any]:
         """``GET /status``: the deployment snapshot (has ``deployed``)."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_status, pointer)
+        return self._handle.call_json(lib.decnet_client_status)
 
     def deploy(self, config: Union[Dict[str, Any], str], dry_run: bool = False,
                no_cache: bool = False) -> Dict[str, Any]:
@@ -1100,26 +1157,22 @@ class Client(_HandleOwner):
         :class:`InvalidArgumentError` with no traffic otherwise.
         """
         body = _c_json(config, "config")
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_deploy, pointer, body, bool(dry_run), bool(no_cache))
+        return self._handle.call_json(lib.decnet_client_deploy, body, bool(dry_run), bool(no_cache))
 
     def mutate(self, decky_id: str, services: Iterable[str], dry_run: bool = False) -> Dict[str, Any]:
         """``POST /mutate``: give decky ``decky_id`` the ``services`` (202; 200 with ``dry_run``)."""
         decky = _c_text(decky_id, "decky_id")
         array, count = _c_str_array(services, "services")
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_mutate, pointer, decky, array, count, bool(dry_run))
+        return self._handle.call_json(lib.decnet_client_mutate, decky, array, count, bool(dry_run))
 
     def teardown(self, decky_id: Optional[str] = None) -> Dict[str, Any]:
         """``POST /teardown`` of decky ``decky_id``, or of everything when it is None."""
         decky = _c_text(decky_id, "decky_id", optional=True)
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_teardown, pointer, decky)
+        return self._handle.call_json(lib.decnet_client_teardown, decky)
 
     def self_destruct(self) -> Dict[str, Any]:
         """``POST /self-destruct``: the worker wipes itself."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_self_destruct, pointer)
+        return self._handle.call_json(lib.decnet_client_self_destruct)
 
     def apply_topology(self, hydrated: Union[Dict[str, Any], str],
                        version_hash: Optional[str] = None) -> Dict[str, Any]:
@@ -1127,19 +1180,16 @@ class Client(_HandleOwner):
         None computes the canonical hash (see :func:`topology_hash`). Uses the topology-apply profile."""
         body = _c_json(hydrated, "hydrated")
         digest = _c_text(version_hash, "version_hash", optional=True)
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_apply_topology, pointer, body, digest)
+        return self._handle.call_json(lib.decnet_client_apply_topology, body, digest)
 
     def teardown_topology(self, topology_id: str) -> Dict[str, Any]:
         """``POST /topology/teardown`` of ``topology_id``. Uses the topology-teardown profile."""
         topology = _c_text(topology_id, "topology_id")
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_teardown_topology, pointer, topology)
+        return self._handle.call_json(lib.decnet_client_teardown_topology, topology)
 
     def topology_state(self) -> Dict[str, Any]:
         """``GET /topology/state``."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_client_topology_state, pointer)
+        return self._handle.call_json(lib.decnet_client_topology_state)
 
 
 # ---------------------------------------------------------------------------
@@ -1158,19 +1208,19 @@ def topology_hash(hydrated: Union[Dict[str, Any], str]) -> str:
     return _call_for_string(lib.decnet_topology_hash, _c_json(hydrated, "hydrated"))
 
 
-def fingerprint_file(path: Union[str, os.PathLike]) -> str:
+def fingerprint_file(path: Union[str, os.PathLike[str]]) -> str:
     """The fingerprint (lowercase hex SHA-256 of the DER) of the certificate in ``path`` (PEM or DER)."""
     return _call_for_string(lib.decnet_fingerprint_file, _c_path(path, "path"))
 
 
-def ensure_ca(ca_dir: Optional[Union[str, os.PathLike]] = None) -> str:
+def ensure_ca(ca_dir: Optional[Union[str, os.PathLike[str]]] = None) -> str:
     """Loads the CA in ``ca_dir`` (default ``$HOME/.decnet/ca``), creating it when neither
     ``ca.key`` nor ``ca.crt`` exists; returns its certificate's fingerprint."""
     return _call_for_string(lib.decnet_pki_ensure_ca, _c_path(ca_dir, "ca_dir", optional=True))
 
 
-def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.PathLike],
-                        ca_dir: Optional[Union[str, os.PathLike]] = None,
+def issue_worker_bundle(name: str, sans: Iterable[str], out_dir: Union[str, os.PathLike[str]],
+                        ca_dir: Optional[Union[str, os.PathLike[str]]] = None,
                         validity_days: int = 0) -> str:
     """Issues a worker bundle (``ca.crt``, ``worker.crt``, ``worker.key``) into ``out_dir``,
     signed by the CA in ``ca_dir`` (which must exist; default ``$HOME/.decnet/ca``).
@@ -1292,29 +1342,25 @@ class UpdaterClient(_HandleOwner):
 
     def health(self) -> Dict[str, Any]:
         """``GET /health``: ``{"status": "ok", "role": "updater", "releases": [...]}``."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_updater_health, pointer)
+        return self._handle.call_json(lib.decnet_updater_health)
 
     def releases(self) -> Dict[str, Any]:
         """``GET /releases``: ``{"releases": [...]}``."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_updater_releases, pointer)
+        return self._handle.call_json(lib.decnet_updater_releases)
 
     def rollback(self) -> Dict[str, Any]:
         """``POST /rollback`` to the previous release (404 when there is none)."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_updater_rollback, pointer)
+        return self._handle.call_json(lib.decnet_updater_rollback)
 
-    def update(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> Dict[str, Any]:
+    def update(self, tarball: Union[bytes, str, os.PathLike[str]], sha: str = "") -> Dict[str, Any]:
         """``POST /update`` of ``tarball`` (bytes, or a file path streamed from disk) with the
         git ``sha``; the SHA-256 is computed by the library. A 409 (rolled back) or 500 raises
         :class:`HTTPStatusError` with ``update_error``, ``update_stderr`` and ``rolled_back``."""
         path, data, length, _owner = _tarball(tarball)
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_updater_update, pointer, path, data, length,
-                                  _c_text(sha, "sha"))
+        return self._handle.call_json(lib.decnet_updater_update, path, data, length,
+                                      _c_text(sha, "sha"))
 
-    def update_self(self, tarball: Union[bytes, str, os.PathLike], sha: str = "") -> SelfUpdateResult:
+    def update_self(self, tarball: Union[bytes, str, os.PathLike[str]], sha: str = "") -> SelfUpdateResult:
         """``POST /update-self``: see :class:`SelfUpdateResult`. A connection lost during the
         upload raises :class:`ConnectionLostError`."""
         path, data, length, _owner = _tarball(tarball)
@@ -1332,9 +1378,8 @@ class UpdaterClient(_HandleOwner):
     def wait_for_release(self, sha: str, deadline: float = 120.0, interval: float = 1.0) -> Dict[str, Any]:
         """Polls ``GET /health`` every ``interval`` seconds until the active release is ``sha``,
         for at most ``deadline`` seconds (then :class:`AgentTimeoutError`); returns that health."""
-        with self._handle as pointer:
-            return _call_for_json(lib.decnet_updater_wait_for_release, pointer, _c_text(sha, "sha"),
-                                  _to_ms(deadline, "deadline"), _to_ms(interval, "interval"))
+        return self._handle.call_json(lib.decnet_updater_wait_for_release, _c_text(sha, "sha"),
+                                      _to_ms(deadline, "deadline"), _to_ms(interval, "interval"))
 
     def __repr__(self) -> str:
         return "<UpdaterClient closed>" if self.closed else "<UpdaterClient>"
@@ -1342,7 +1387,7 @@ class UpdaterClient(_HandleOwner):
 
 def enroll(name: str, address: str, sans: Iterable[str] = (), agent_port: int = 0,
            with_updater: bool = True, reissue: bool = False,
-           ca_dir: Union[str, os.PathLike, None] = None) -> Dict[str, Any]:
+           ca_dir: Union[str, os.PathLike[str], None] = None) -> Dict[str, Any]:
     """Enrolls worker ``name`` at ``address`` with the CA in ``ca_dir`` (default
     ``$HOME/.decnet/ca``; it must exist) and returns its host record.
 

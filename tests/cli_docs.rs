@@ -1,0 +1,88 @@
+//! The CLI's shell completions and man page, generated from its clap
+//! definition: each names the real subcommands and options, and the bash
+//! script completes a word when bash runs it.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_decnet-agent-client");
+
+fn output(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Subcommands and options (without their dashes: fish writes `-l NAME`)
+/// every generated file must know.
+const NAMES: [&str; 5] = [
+    "identity-ensure",
+    "topology-apply",
+    "updater",
+    "host-json",
+    "no-resumption",
+];
+
+#[test]
+fn completions_know_every_subcommand_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _decnet__agent__client"),
+        ("zsh", "#compdef decnet-agent-client"),
+        ("fish", "complete -c decnet-agent-client"),
+    ] {
+        let script = output(&["completions", shell]);
+        assert!(script.contains(marker), "{shell}: no `{marker}`");
+        for name in NAMES {
+            assert!(script.contains(name), "{shell} completions lack {name}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_shell_is_a_usage_error() {
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bash_completes_a_subcommand_from_the_script() {
+    let script = output(&["completions", "bash"]);
+    // What bash does on `decnet-agent-client topology-a<TAB>`.
+    let probe = format!(
+        "{script}\nCOMP_WORDS=(decnet-agent-client topology-a); COMP_CWORD=1; \
+         COMP_LINE='decnet-agent-client topology-a'; COMP_POINT=${{#COMP_LINE}}; \
+         _decnet__agent__client decnet-agent-client topology-a decnet-agent-client; \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    );
+    let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let replies = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        replies.split_whitespace().collect::<Vec<_>>(),
+        ["topology-apply"],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_man_page_documents_the_command_line() {
+    let page = output(&["manpage"]);
+    assert!(page.contains(".TH decnet-agent-client 1"), "{page}");
+    assert!(
+        page.contains("Exit status:"),
+        "the exit statuses are missing"
+    );
+    for name in NAMES {
+        let roff = name.replace('-', "\\-");
+        assert!(
+            page.contains(name) || page.contains(&roff),
+            "the man page lacks {name}"
+        );
+    }
+}
