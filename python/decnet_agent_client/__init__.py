@@ -1418,7 +1418,7 @@ _FleetPtr = POINTER(_FleetStruct)
 #: `decnet_fleet_callback`: ``int (*)(const char *host_result_json, void *user_data)``.
 _FleetCallback = ctypes.CFUNCTYPE(c_int, c_char_p, ctypes.c_void_p)
 
-_FLEET_SIGNATURES: Dict[str, "tuple[Any, list]"] = {
+_FLEET_SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_fleet_new": (_Result, [_IdentityPtr, c_char_p, c_uint32, POINTER(_FleetPtr)]),
     "decnet_fleet_free": (None, [_FleetPtr]),
     "decnet_fleet_size": (_Result, [_FleetPtr, POINTER(c_size_t)]),
@@ -1635,10 +1635,14 @@ class Fleet(_HandleOwner):
         stop = threading.Event()
         done = object()
 
+        def queue_result(result: HostResult) -> bool:
+            pending.put(result)
+            return stop.is_set()
+
         def run() -> None:
             try:
                 results = self.call(rpc, plan, concurrency=concurrency, deadline=deadline,
-                                    on_result=lambda r: (pending.put(r), stop.is_set())[1])
+                                    on_result=queue_result)
                 pending.put((done, results, None))
             except BaseException as error:
                 pending.put((done, None, error))
