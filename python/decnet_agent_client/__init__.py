@@ -837,6 +837,7 @@ class _Handle:
         error detail is read before anything else runs, a NULL string is an
         :class:`InternalError`, and every string is freed.
         """
+        sync_logging()
         lock = self._lock
         with lock:
             if self._closed:
