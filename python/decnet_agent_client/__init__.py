@@ -992,6 +992,22 @@ class HandshakeCounts(NamedTuple):
     resumed: int
 
 
+def _set_resumption(handle: "_Handle", function: Any, on: bool) -> None:
+    """``function(pointer, on)``: a client's or a fleet's resumption switch."""
+    if not isinstance(on, bool):
+        raise _invalid("on", f"must be True or False, not {on!r}")
+    with handle as pointer:
+        _check(function(pointer, on))
+
+
+def _handshake_counts(handle: "_Handle", function: Any) -> HandshakeCounts:
+    """``function(pointer, &counts)``: a client's or a fleet's handshake counters."""
+    out = _CHandshakeCounts()
+    with handle as pointer:
+        _check(function(pointer, byref(out)))
+    return HandshakeCounts(full=out.full, resumed=out.resumed)
+
+
 class Client(_HandleOwner):
     """A client for one worker agent.
 
@@ -1127,17 +1143,11 @@ class Client(_HandleOwner):
         opened from now on. A resumed connection continues a session a full, verified and
         pinned handshake of this same client established, and its pin is checked again;
         off, every new connection pays a full handshake."""
-        if not isinstance(on, bool):
-            raise _invalid("on", f"must be True or False, not {on!r}")
-        with self._handle as pointer:
-            _check(lib.decnet_client_set_session_resumption(pointer, on))
+        _set_resumption(self._handle, lib.decnet_client_set_session_resumption, on)
 
     def handshake_counts(self) -> HandshakeCounts:
         """The TLS handshakes this client has completed: ``(full, resumed)``."""
-        out = _CHandshakeCounts()
-        with self._handle as pointer:
-            _check(lib.decnet_client_handshake_counts(pointer, byref(out)))
-        return HandshakeCounts(full=out.full, resumed=out.resumed)
+        return _handshake_counts(self._handle, lib.decnet_client_handshake_counts)
 
     # -- RPCs ---------------------------------------------------------------
 
@@ -1562,17 +1572,11 @@ class Fleet(_HandleOwner):
     def set_session_resumption(self, on: bool) -> None:
         """Turns TLS 1.3 session resumption on (the default) or off for every host's new
         connections, as :meth:`Client.set_session_resumption` does for one."""
-        if not isinstance(on, bool):
-            raise _invalid("on", f"must be True or False, not {on!r}")
-        with self._handle as pointer:
-            _check(lib.decnet_fleet_set_session_resumption(pointer, on))
+        _set_resumption(self._handle, lib.decnet_fleet_set_session_resumption, on)
 
     def handshake_counts(self) -> HandshakeCounts:
         """The TLS handshakes of every host, summed: ``(full, resumed)``."""
-        out = _CHandshakeCounts()
-        with self._handle as pointer:
-            _check(lib.decnet_fleet_handshake_counts(pointer, byref(out)))
-        return HandshakeCounts(full=out.full, resumed=out.resumed)
+        return _handshake_counts(self._handle, lib.decnet_fleet_handshake_counts)
 
     def set_concurrency(self, concurrency: int) -> None:
         """Sets the default number of hosts in flight at once (1 to 4096; default 64)."""

@@ -209,20 +209,26 @@ build_standin() {
     cargo build --release --features testkit --example stand_in_worker --example swarm --target-dir "$standin_target"
 }
 
-start_standin() {
-    "$standin_target/release/examples/stand_in_worker" "$work" > "$tmp/worker.log" 2>&1 &
-    worker_pid=$!
-    local waited=0
-    until [[ -e $work/ready ]]; do
-        if ! kill -0 "$worker_pid" 2>/dev/null; then
-            echo "stand-in worker exited:"; cat "$tmp/worker.log"; return 1
+# wait_ready WHAT PID DIR LOG: waits up to 60 s for the server process PID
+# to create DIR/ready; fails, showing LOG, if it exits or times out first.
+wait_ready() {
+    local what=$1 pid=$2 dir=$3 log=$4 waited=0
+    until [[ -e $dir/ready ]]; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$what exited:"; cat "$log"; return 1
         fi
         if (( waited >= 600 )); then
-            echo "stand-in worker not ready after 60 s"; return 1
+            echo "$what not ready after 60 s"; return 1
         fi
         sleep 0.1
         waited=$((waited + 1))
     done
+}
+
+start_standin() {
+    "$standin_target/release/examples/stand_in_worker" "$work" > "$tmp/worker.log" 2>&1 &
+    worker_pid=$!
+    wait_ready "stand-in worker" "$worker_pid" "$work" "$tmp/worker.log"
     ca_dir=$work/ca
     hosts=$work/hosts
     echo "stand-in worker pid $worker_pid ready: $(cd "$hosts" && echo *.json)"
@@ -236,17 +242,7 @@ start_swarm() {
     "$standin_target/release/examples/swarm" "$swarm_dir" 40 --stall 4 --stall-secs 10 \
         --wrong-cert 4 --refuse 4 --server-error 4 > "$tmp/swarm.log" 2>&1 &
     swarm_pid=$!
-    local waited=0
-    until [[ -e $swarm_dir/ready ]]; do
-        if ! kill -0 "$swarm_pid" 2>/dev/null; then
-            echo "swarm exited:"; cat "$tmp/swarm.log"; return 1
-        fi
-        if (( waited >= 600 )); then
-            echo "swarm not ready after 60 s"; return 1
-        fi
-        sleep 0.1
-        waited=$((waited + 1))
-    done
+    wait_ready "swarm" "$swarm_pid" "$swarm_dir" "$tmp/swarm.log"
     echo "swarm pid $swarm_pid ready: $(ls "$swarm_dir/hosts" | wc -l) stand-ins"
 }
 
