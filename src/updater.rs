@@ -214,7 +214,7 @@ impl UpdaterClient {
         port: u16,
         hostname: HostnameVerification,
     ) -> Result<Self> {
-        let host = HostRecord::from_value(record)?;
+        let host = HostRecord::from_value_unpinned(record)?;
         let pin = match record.get("updater_cert_fingerprint") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.as_str()),

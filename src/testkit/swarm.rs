@@ -55,8 +55,7 @@ pub struct Member {
     /// How it behaves.
     pub behaviour: Behaviour,
     /// Its host record (uuid `uuid-w<i>`, name `w<i>`), pinned to the
-    /// certificate it was started with, with an extra `behaviour` member
-    /// (its [`Behaviour::label`]; host-record readers ignore it).
+    /// certificate it was started with.
     pub record: Value,
     /// The running stand-in (`None` for [`Behaviour::Refuse`]).
     pub worker: Option<StandInWorker>,
@@ -84,7 +83,6 @@ impl Swarm {
             let name = format!("w{i}");
             let record = |addr: SocketAddr, pin: Value| {
                 json!({
-                    "behaviour": behaviour.label(),
                     "uuid": format!("uuid-{name}"),
                     "name": name,
                     "address": addr.ip().to_string(),
@@ -150,7 +148,9 @@ impl Swarm {
 /// Serves a swarm from this process until it is killed: ensures a CA and
 /// master identity in `dir/ca`, starts one stand-in per behaviour, writes
 /// their host records to `dir/hosts.json` (a JSON array),
-/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, then creates `dir/ready`.
+/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, each member's name and
+/// behaviour to `dir/members.json` (in the same order; a host record has no
+/// room for it), then creates `dir/ready`.
 /// Raises this process's soft fd limit to fit. Returns only on failure.
 pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
     // A listener and a kept-alive connection per stand-in, plus slack.
@@ -171,6 +171,12 @@ pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
     }
     write(&dir.join("hosts.ndjson"), ndjson)?;
     write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
+    let members: Vec<Value> = swarm
+        .members()
+        .iter()
+        .map(|m| json!({"name": m.record["name"], "behaviour": m.behaviour.label()}))
+        .collect();
+    write(&dir.join("members.json"), Value::Array(members).to_string())?;
     write(&dir.join("ready"), String::new())?;
     loop {
         std::thread::park();
