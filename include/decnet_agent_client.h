@@ -349,9 +349,12 @@ const char *decnet_version(void);
 void decnet_string_free(char *s);
 
 /**
- * Makes a client from a host-record JSON object (`address`, optional
- * `agent_port`, `uuid`, `name`, `client_cert_fingerprint`; other fields
- * ignored) presenting `identity`. `hostname_verification` is a
+ * Makes a client from a host-record JSON object (`address`,
+ * `client_cert_fingerprint`, optional `agent_port`, `uuid`, `name`,
+ * `updater_cert_fingerprint`, `updater_port`; any other key is refused)
+ * presenting `identity`. A record without `client_cert_fingerprint` is
+ * refused: connecting unpinned takes
+ * `decnet_client_new_from_host_json_unpinned`. `hostname_verification` is a
  * `decnet_hostname_verification` value. No traffic happens yet.
  *
  * Ownership: `*out` is owned by the caller; free it with
@@ -369,8 +372,9 @@ enum decnet_result decnet_client_new_from_host_json(const struct decnet_identity
 
 /**
  * Makes a client from an address (IPv4, IPv6 or DNS name) and a port (0
- * means 8765), with an optional pin (`NULL` for none; hex SHA-256 in any
- * case, `:` separators allowed). Otherwise as
+ * means 8765), pinned to `pin` (hex SHA-256 in any case, `:` separators
+ * allowed). A `NULL` pin is refused with `DECNET_ERR_INVALID_ARGUMENT`:
+ * connecting unpinned takes `decnet_client_new_unpinned`. Otherwise as
  * `decnet_client_new_from_host_json`.
  */
 enum decnet_result decnet_client_new(const struct decnet_identity *identity,
@@ -379,6 +383,31 @@ enum decnet_result decnet_client_new(const struct decnet_identity *identity,
                                      const char *pin,
                                      uint32_t hostname_verification,
                                      struct decnet_client **out);
+
+/**
+ * The explicit opt-out of pinning, from a host record:
+ * `decnet_client_new_from_host_json` that also accepts a record without
+ * `client_cert_fingerprint` (a pin it carries is still checked). The
+ * client then accepts any certificate the CA issued for the worker; a
+ * warn event `client.unpinned` names it. Ownership and results as
+ * `decnet_client_new_from_host_json`.
+ */
+enum decnet_result decnet_client_new_from_host_json_unpinned(const struct decnet_identity *identity,
+                                                             const char *host_json,
+                                                             uint32_t hostname_verification,
+                                                             struct decnet_client **out);
+
+/**
+ * The explicit opt-out of pinning, from an address and a port (0 means
+ * 8765): a client that accepts any certificate the CA issued for the
+ * worker; a warn event `client.unpinned` names it. Ownership and results
+ * as `decnet_client_new_from_host_json`.
+ */
+enum decnet_result decnet_client_new_unpinned(const struct decnet_identity *identity,
+                                              const char *address,
+                                              uint16_t port,
+                                              uint32_t hostname_verification,
+                                              struct decnet_client **out);
 
 /**
  * Opens and verifies one connection now (chain, hostname, pin), so a

@@ -84,7 +84,8 @@ impl HostRecord {
                 "client_cert_fingerprint",
                 "is missing or null, so the worker's certificate cannot be pinned: \
                  add the worker's SHA-256 fingerprint to the record, or opt out \
-                 explicitly (--no-pin in the CLI)",
+                 explicitly (CLI --no-pin, C decnet_client_new_from_host_json_unpinned, \
+                 Rust HostRecord::from_value_unpinned)",
             ));
         }
         Ok(record)

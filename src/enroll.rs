@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::client::HostRecord;
 use crate::error::{Error, Result};
-use crate::pki::{Bundle, CertificateAuthority, LEAF_VALIDITY_DAYS};
+use crate::pki::{Bundle, CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE, LEAF_VALIDITY_DAYS};
 use crate::secure_fs::{self, DirLock, KEY_MODE};
 
 /// Folder of the CA directory that holds one folder per enrolled worker.
@@ -69,6 +69,15 @@ pub struct Enrolled {
 pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
     check_worker_name(&request.name)?;
     let host = HostRecord::new(&request.address, request.agent_port)?;
+    // No CA yet is "not enrolled", as the C header promises, not an I/O error.
+    for file in [CA_KEY_FILE, CA_CERT_FILE] {
+        if !ca_dir.join(file).exists() {
+            return Err(Error::NotEnrolled {
+                dir: ca_dir.to_path_buf(),
+                missing: file.to_string(),
+            });
+        }
+    }
     let ca = CertificateAuthority::load(ca_dir)?;
 
     let worker_sans = dedup(

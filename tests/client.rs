@@ -412,7 +412,7 @@ fn nothing_listening_is_a_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = AgentClient::new(
+    let client = AgentClient::new_unpinned(
         &pki.master,
         HostRecord::new("127.0.0.1", port).unwrap(),
         HostnameVerification::On,
@@ -420,7 +420,7 @@ fn nothing_listening_is_a_connect_error() {
     .unwrap();
     expect_kind(client.health(), ErrorKind::Connect);
     expect_kind(client.connect(), ErrorKind::Connect);
-    let unresolvable = AgentClient::new(
+    let unresolvable = AgentClient::new_unpinned(
         &pki.master,
         HostRecord::new("no-such-host.invalid", 8765).unwrap(),
         HostnameVerification::On,
@@ -589,7 +589,7 @@ fn ipv6_literals_work() {
     client.health().unwrap();
     let bracketed = HostRecord::new("[::1]", worker.port()).unwrap();
     assert_eq!(bracketed.authority(), format!("[::1]:{}", worker.port()));
-    AgentClient::new(&pki.master, bracketed, HostnameVerification::On)
+    AgentClient::new_unpinned(&pki.master, bracketed, HostnameVerification::On)
         .unwrap()
         .health()
         .unwrap();

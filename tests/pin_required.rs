@@ -107,3 +107,27 @@ fn a_client_without_a_pin_needs_the_explicit_opt_out_which_warns() {
         Some(&Value::String(format!("127.0.0.1:{}", worker.port())))
     );
 }
+
+#[test]
+fn enrolling_without_a_ca_is_not_enrolled_and_says_how_to_fix_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let request = EnrollRequest {
+        name: "worker-9".into(),
+        address: "10.0.0.9".into(),
+        sans: vec![],
+        agent_port: 0,
+        with_updater: true,
+        reissue: false,
+    };
+    let missing = empty.path().join("ca");
+    for dir in [empty.path().to_path_buf(), missing.clone()] {
+        let error = expect_kind(enroll(&dir, &request), ErrorKind::NotEnrolled);
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("no CA at {}: run identity-ensure", dir.display())),
+            "{error}"
+        );
+    }
+    assert!(!missing.exists(), "nothing created");
+}

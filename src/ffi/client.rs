@@ -176,8 +176,14 @@ pub unsafe extern "C" fn decnet_client_new(
         let slot = unsafe { out_ptr(out, "out") }?;
         let identity = unsafe { handle(identity, "identity") }?;
         let address = unsafe { required_str(address, "address") }?;
-        let pin = unsafe { optional_str(pin, "pin") }?;
-        let record = HostRecord::new(address, port)?.with_pin(pin)?;
+        let pin = unsafe { optional_str(pin, "pin") }?.ok_or_else(|| {
+            Error::invalid(
+                "pin",
+                "is NULL: pass the worker's SHA-256 fingerprint, or call \
+                 decnet_client_new_unpinned to connect unpinned",
+            )
+        })?;
+        let record = HostRecord::new(address, port)?.with_pin(Some(pin))?;
         let client = AgentClient::new(
             &identity.inner,
             record,

@@ -132,6 +132,16 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
             serde_json::json!({"host": i, "args": host_args})
         })
         .collect();
+    // `args` is this command's per-host member, not a host-record field.
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|mut record| {
+            if let Some(object) = record.as_object_mut() {
+                object.remove("args");
+            }
+            record
+        })
+        .collect();
     let hostname = match cli.verify_hostname {
         Some(true) => HostnameVerification::On,
         Some(false) => HostnameVerification::Off,
