@@ -597,17 +597,16 @@ fn ipv6_literals_work() {
 
 #[test]
 fn host_records_are_parsed_strictly_and_name_the_bad_field() {
-    let ok = HostRecord::from_json(r#"{"address":"10.0.0.5","agent_port":null,"uuid":"u","name":"n","client_cert_fingerprint":null,"extra":1}"#).unwrap();
+    let unpinned =
+        |text: &str| HostRecord::from_value_unpinned(&serde_json::from_str(text).unwrap()).unwrap();
+    let ok = unpinned(
+        r#"{"address":"10.0.0.5","agent_port":null,"uuid":"u","name":"n","client_cert_fingerprint":null}"#,
+    );
     assert_eq!(
         (ok.port, ok.pin.as_deref(), ok.name.as_deref()),
         (8765, None, Some("n"))
     );
-    assert_eq!(
-        HostRecord::from_json(r#"{"address":"h","agent_port":0}"#)
-            .unwrap()
-            .port,
-        8765
-    );
+    assert_eq!(unpinned(r#"{"address":"h","agent_port":0}"#).port, 8765);
     for (text, field) in [
         ("[1]", "host_record"),
         ("{", "host_record"),
@@ -623,6 +622,12 @@ fn host_records_are_parsed_strictly_and_name_the_bad_field() {
             "client_cert_fingerprint",
         ),
         (r#"{"address":"h","name":3}"#, "name"),
+        (r#"{"address":"h"}"#, "client_cert_fingerprint"),
+        (
+            r#"{"address":"h","client_cert_fingerprint":null}"#,
+            "client_cert_fingerprint",
+        ),
+        (r#"{"address":"h","extra":1}"#, "extra"),
     ] {
         match HostRecord::from_json(text) {
             Err(Error::InvalidArgument { argument, .. }) => assert_eq!(argument, field, "{text}"),

@@ -54,7 +54,7 @@ fn record(updater: &StandInUpdater, pin: Option<String>) -> Value {
         "agent_port": 1,
         "client_cert_fingerprint": null,
         "updater_cert_fingerprint": pin,
-        "note": updater.port(),
+        "updater_port": updater.port(),
     })
 }
 
