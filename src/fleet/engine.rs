@@ -4,10 +4,11 @@
 //! result per job in input order. It knows nothing of agents: the agent
 //! fleet and any other fleet (an updater fleet) share it through [`Job`].
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -40,16 +41,14 @@ pub(crate) trait Job: Send + Sync + 'static {
 /// Why a job has no result of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Unfinished {
-    /// The deadline fired while it ran, `elapsed` after it started.
-    Cut { elapsed: Duration },
     /// The deadline fired before it started.
     NeverStarted,
     /// The callback stopped the sweep before it started.
     NotAttempted,
     /// It panicked, `elapsed` after it started.
     Panicked { elapsed: Duration },
-    /// Its thread ended without a result, `elapsed` after it started.
-    Vanished { elapsed: Duration },
+    /// Its thread ended without a result.
+    Vanished,
 }
 
 /// How a sweep runs.
@@ -71,46 +70,86 @@ pub(crate) struct Ended<O> {
     pub stopped: bool,
 }
 
-/// Which jobs have been handed out, under one lock so that stopping and
-/// starting never race.
-struct Dispatch {
-    next: usize,
-    stopped: bool,
-    started: Vec<Option<Instant>>,
+/// The jobs the calling thread has handed out and no thread has taken
+/// yet. A thread takes a job only from here, and the calling thread hands
+/// out the next one only after it has seen a result, so a stop is seen
+/// before any job that could follow it starts.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    waiting: VecDeque<usize>,
+    closed: bool,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                waiting: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands job `position` to the next free thread.
+    fn push(&self, position: usize) {
+        self.lock().waiting.push_back(position);
+        self.ready.notify_one();
+    }
+
+    /// No job starts from now on; waiting threads end.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next job, waiting for one; `None` once the queue is closed or
+    /// `cutoff` has passed (a job is never started after it).
+    fn take(&self, cutoff: Option<Instant>) -> Option<usize> {
+        let mut state = self.lock();
+        loop {
+            let left = cutoff.map(|c| c.saturating_duration_since(Instant::now()));
+            if state.closed || left.is_some_and(|l| l.is_zero()) {
+                return None;
+            }
+            if let Some(position) = state.waiting.pop_front() {
+                return Some(position);
+            }
+            state = match left {
+                Some(left) => {
+                    self.ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
 }
 
 /// What a sweep's threads share.
 struct Shared<J> {
     jobs: Vec<J>,
-    dispatch: Mutex<Dispatch>,
+    queue: Queue,
+    cutoff: Option<Instant>,
 }
 
 type Message<O> = (usize, O);
 
 impl<J: Job> Shared<J> {
-    /// Takes the next job, unless the sweep is stopped or out of jobs.
-    fn take(&self) -> Option<usize> {
-        let mut d = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
-        if d.stopped || d.next >= self.jobs.len() {
-            return None;
-        }
-        let position = d.next;
-        d.next += 1;
-        d.started[position] = Some(Instant::now());
-        Some(position)
-    }
-
-    /// Starts no more jobs; returns when each job started.
-    fn stop(&self) -> Vec<Option<Instant>> {
-        let mut d = self.dispatch.lock().unwrap_or_else(|p| p.into_inner());
-        d.stopped = true;
-        d.started.clone()
-    }
-
-    /// A thread's loop: run jobs until none is left or the sweep stops; a
-    /// result nobody waits for any more is dropped.
+    /// A thread's loop: run the jobs handed to it until the queue closes
+    /// or the deadline passes.
     fn work(&self, tx: &mpsc::Sender<Message<J::Output>>) {
-        while let Some(position) = self.take() {
+        while let Some(position) = self.queue.take(self.cutoff) {
             let job = &self.jobs[position];
             let began = Instant::now();
             let output = catch_unwind(AssertUnwindSafe(|| job.run())).unwrap_or_else(|_| {
@@ -126,10 +165,13 @@ impl<J: Job> Shared<J> {
 }
 
 /// Runs `jobs` within `limits`, calling `on_result` on this thread, one
-/// call at a time, as each job completes; after [`Flow::Stop`] no job
-/// starts and no callback follows. Jobs the deadline cut short are passed
-/// to `on_result` when it fires, in input order. Fails (before any job
-/// runs) only when no thread could be started.
+/// call at a time, as each job completes. After [`Flow::Stop`] no job
+/// starts (not even the next one at concurrency 1) and no callback
+/// follows. No job starts after the deadline; those in flight when it
+/// fires end by it (their calls are bounded by it) and are passed to
+/// `on_result` then, in input order. Every thread has ended when this
+/// returns. Fails (before any job runs) only when no thread could be
+/// started.
 pub(crate) fn run<J: Job>(
     jobs: Vec<J>,
     limits: Limits,
@@ -138,22 +180,22 @@ pub(crate) fn run<J: Job>(
     let total = jobs.len();
     let shared = Arc::new(Shared {
         jobs,
-        dispatch: Mutex::new(Dispatch {
-            next: 0,
-            stopped: false,
-            started: vec![None; total],
-        }),
+        queue: Queue::new(),
+        cutoff: limits.cutoff,
     });
-    let rx = spawn(&shared, limits)?;
+    let (threads, rx) = spawn(&shared, limits)?;
     let mut results: Vec<Option<J::Output>> = (0..total).map(|_| None).collect();
-    let calling_back = collect(&shared, &rx, limits.cutoff, &mut results, &mut on_result);
-    let started_at = shared.stop();
+    let calling_back = collect(&shared, &rx, threads.len(), &mut results, &mut on_result);
+    shared.queue.close();
+    for thread in threads {
+        let _ = thread.join();
+    }
     let reported: Vec<bool> = results.iter().map(Option::is_some).collect();
-    // Results that arrived as the deadline expired still count.
+    // Jobs in flight when the sweep stopped or the deadline fired.
     while let Ok((position, output)) = rx.try_recv() {
         results[position] = Some(output);
     }
-    let results = fill_unfinished(&shared.jobs, results, &started_at, limits, calling_back);
+    let results = fill_unfinished(&shared.jobs, results, limits, calling_back);
     // Jobs the deadline cut short complete now: the callback sees them too
     // (in input order), unless it stopped the sweep.
     if calling_back {
@@ -169,13 +211,12 @@ pub(crate) fn run<J: Job>(
     })
 }
 
+type Started<O> = (Vec<JoinHandle<()>>, mpsc::Receiver<Message<O>>);
+
 /// Starts the sweep's threads; the receiver gets their results.
-fn spawn<J: Job>(
-    shared: &Arc<Shared<J>>,
-    limits: Limits,
-) -> Result<mpsc::Receiver<Message<J::Output>>> {
+fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::Output>> {
     let (tx, rx) = mpsc::channel();
-    let mut spawned = 0;
+    let mut threads = Vec::new();
     let mut spawn_error = None;
     for n in 0..limits.concurrency.min(shared.jobs.len()) {
         let (shared, tx) = (shared.clone(), tx.clone());
@@ -184,88 +225,82 @@ fn spawn<J: Job>(
             .stack_size(WORKER_STACK_BYTES)
             .spawn(move || shared.work(&tx))
         {
-            Ok(_) => spawned += 1,
+            Ok(handle) => threads.push(handle),
             Err(e) => {
                 spawn_error = Some(e);
                 break;
             }
         }
     }
-    if spawned == 0 {
+    if threads.is_empty() {
         return Err(Error::internal(format!(
             "cannot start a fleet worker thread: {}",
             spawn_error.map_or_else(|| "unknown".into(), |e| e.to_string())
         )));
     }
-    Ok(rx)
+    Ok((threads, rx))
 }
 
-/// Receives results until every job has one, the deadline fires or the
-/// threads are gone, calling back until the callback stops the sweep.
-/// Returns whether it is still calling back.
+/// Hands out jobs (one per thread, then one per result seen) and receives
+/// results until every job has one, the deadline fires, the threads are
+/// gone or the callback stops the sweep. Returns whether it is still
+/// calling back.
 fn collect<J: Job>(
     shared: &Shared<J>,
     rx: &mpsc::Receiver<Message<J::Output>>,
-    cutoff: Option<Instant>,
+    threads: usize,
     results: &mut [Option<J::Output>],
     on_result: &mut impl FnMut(&J::Output) -> Flow,
 ) -> bool {
-    let mut calling_back = true;
-    let mut done = 0;
-    while done < results.len() {
-        let received = match cutoff {
+    let total = results.len();
+    let mut next = threads.min(total);
+    (0..next).for_each(|position| shared.queue.push(position));
+    for _ in 0..total {
+        let received = match shared.cutoff {
             Some(cutoff) => {
                 let left = cutoff.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    break;
+                    return true;
                 }
-                match rx.recv_timeout(left) {
-                    Ok(message) => message,
-                    Err(_) => break,
-                }
+                rx.recv_timeout(left).ok()
             }
-            None => match rx.recv() {
-                Ok(message) => message,
-                Err(_) => break,
-            },
+            None => rx.recv().ok(),
         };
-        let (position, output) = received;
-        done += 1;
-        if calling_back && on_result(&output) == Flow::Stop {
-            calling_back = false;
-            shared.stop();
-        }
+        let Some((position, output)) = received else {
+            return true;
+        };
+        let flow = on_result(&output);
         results[position] = Some(output);
+        if flow == Flow::Stop {
+            shared.queue.close();
+            return false;
+        }
+        if next < total {
+            shared.queue.push(next);
+            next += 1;
+        }
     }
-    calling_back
+    true
 }
 
 /// Every job's output, the missing ones made from why they are missing.
 fn fill_unfinished<J: Job>(
     jobs: &[J],
     results: Vec<Option<J::Output>>,
-    started_at: &[Option<Instant>],
     limits: Limits,
     calling_back: bool,
 ) -> Vec<J::Output> {
-    let now = Instant::now();
     results
         .into_iter()
         .enumerate()
         .map(|(position, slot)| {
             slot.unwrap_or_else(|| {
-                let since = |began: Instant| now.saturating_duration_since(began);
-                let why = match (started_at[position], limits.cutoff) {
-                    (Some(began), Some(_)) => Unfinished::Cut {
-                        elapsed: since(began),
-                    },
-                    (None, Some(_)) if calling_back => Unfinished::NeverStarted,
-                    // A thread died without reporting (it cannot: each job
-                    // runs under catch_unwind).
-                    (Some(began), None) => Unfinished::Vanished {
-                        elapsed: since(began),
-                    },
-                    (None, _) => Unfinished::NotAttempted,
+                let why = match (calling_back, limits.cutoff) {
+                    (false, _) => Unfinished::NotAttempted,
+                    (true, Some(_)) => Unfinished::NeverStarted,
+                    // Every thread ended, yet a job handed out has no
+                    // result (it cannot: each runs under catch_unwind).
+                    (true, None) => Unfinished::Vanished,
                 };
                 jobs[position].unfinished(why)
             })

@@ -33,6 +33,7 @@ use crate::client::{
 use crate::error::{Error, Result, TimeoutPhase};
 use crate::events::{self, Event, Level};
 use crate::identity::Identity;
+use crate::rpc;
 use engine::{Job, Limits, Unfinished};
 
 /// Worker threads per sweep when neither the call nor the fleet says
@@ -321,10 +322,14 @@ impl Fleet {
                 host: self.info(index),
                 client: self.clients[index].clone(),
                 call,
+                cutoff: None,
             });
         }
         let started = Instant::now();
         let cutoff = deadline.map(|d| started + d);
+        for job in &mut jobs {
+            job.cutoff = cutoff;
+        }
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -380,6 +385,8 @@ struct HostJob {
     host: HostInfo,
     client: Arc<AgentClient>,
     call: Call,
+    /// The sweep's deadline, handed down into every request of the call.
+    cutoff: Option<Instant>,
 }
 
 impl Job for HostJob {
@@ -387,7 +394,23 @@ impl Job for HostJob {
 
     fn run(&self) -> HostResult {
         let began = Instant::now();
-        let outcome = result::outcome_of(self.call.run(&self.client));
+        let result = rpc::within_deadline(self.cutoff, || self.call.run(&self.client));
+        let outcome = match result {
+            // Whatever phase the deadline cut, it is the sweep's deadline
+            // that ended the call.
+            Err(Error::Timeout {
+                address,
+                may_have_reached_worker,
+                ..
+            }) if self.cutoff.is_some_and(|c| Instant::now() >= c) => {
+                Outcome::Err(Error::Timeout {
+                    address,
+                    phase: TimeoutPhase::Deadline,
+                    may_have_reached_worker,
+                })
+            }
+            other => result::outcome_of(other),
+        };
         HostResult {
             host: self.host.clone(),
             elapsed: began.elapsed(),
@@ -396,21 +419,21 @@ impl Job for HostJob {
     }
 
     fn unfinished(&self, why: Unfinished) -> HostResult {
-        let deadline = || {
-            Outcome::Err(Error::Timeout {
-                address: self.host.address.clone(),
-                phase: TimeoutPhase::Deadline,
-            })
-        };
         let (elapsed, outcome) = match why {
-            Unfinished::Cut { elapsed } => (elapsed, deadline()),
-            Unfinished::NeverStarted => (Duration::ZERO, deadline()),
+            Unfinished::NeverStarted => (
+                Duration::ZERO,
+                Outcome::Err(Error::Timeout {
+                    address: self.host.address.clone(),
+                    phase: TimeoutPhase::Deadline,
+                    may_have_reached_worker: false,
+                }),
+            ),
             Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
             Unfinished::Panicked { elapsed } => {
                 (elapsed, Outcome::Err(Error::internal("the call panicked")))
             }
-            Unfinished::Vanished { elapsed } => (
-                elapsed,
+            Unfinished::Vanished => (
+                Duration::ZERO,
                 Outcome::Err(Error::internal("the worker thread ended without a result")),
             ),
         };

@@ -85,11 +85,12 @@ impl HostResult {
 
 /// An error with all its detail as a JSON object: `kind` (its stable
 /// name), `code`, `message`, `http_status`, `body`, `detail`,
-/// `expected_fingerprint`, `actual_fingerprint` and
-/// `may_have_reached_worker` (`null` or `false` where they do not apply).
+/// `expected_fingerprint`, `actual_fingerprint`, `timeout_phase` and
+/// `may_have_reached_worker` (`null` or `false` where they do not apply;
+/// `false` means no byte of the request left).
 pub fn error_to_json(error: &Error) -> Value {
     let (mut status, mut body, mut detail) = (Value::Null, Value::Null, Value::Null);
-    let (mut expected, mut actual, mut reached) = (Value::Null, Value::Null, false);
+    let (mut expected, mut actual) = (Value::Null, Value::Null);
     match error {
         Error::HttpStatus {
             status: s,
@@ -108,10 +109,6 @@ pub fn error_to_json(error: &Error) -> Value {
             expected = Value::from(e.clone());
             actual = Value::from(a.clone());
         }
-        Error::ConnectionLost {
-            may_have_reached_worker,
-            ..
-        } => reached = *may_have_reached_worker,
         _ => {}
     }
     serde_json::json!({
@@ -123,7 +120,8 @@ pub fn error_to_json(error: &Error) -> Value {
         "detail": detail,
         "expected_fingerprint": expected,
         "actual_fingerprint": actual,
-        "may_have_reached_worker": reached,
+        "timeout_phase": error.timeout_phase().map(|p| p.to_string()),
+        "may_have_reached_worker": error.may_have_reached_worker(),
     })
 }
 

@@ -6,7 +6,7 @@ use std::io;
 use rustls::{AlertDescription, CertificateError};
 
 use super::verify::PinMismatchDetail;
-use crate::error::Error;
+use crate::error::{Error, TimeoutPhase};
 
 pub(super) fn rustls_error_of(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref()
@@ -71,3 +71,15 @@ impl fmt::Display for StaleConnection {
 }
 
 impl std::error::Error for StaleConnection {}
+
+/// The phase a ureq timeout reason names; its global timeout is the
+/// deadline a caller (a sweep) set for the whole call.
+pub(crate) fn timeout_phase(reason: ureq::Timeout) -> TimeoutPhase {
+    use ureq::Timeout as T;
+    match reason {
+        T::Global => TimeoutPhase::Deadline,
+        T::Resolve | T::Connect => TimeoutPhase::Connect,
+        T::SendRequest | T::SendBody | T::PerWrite => TimeoutPhase::Write,
+        _ => TimeoutPhase::Read,
+    }
+}

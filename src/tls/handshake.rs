@@ -139,6 +139,7 @@ impl TlsSession {
         Error::Timeout {
             address: self.policy.address.clone(),
             phase,
+            may_have_reached_worker: false,
         }
     }
 

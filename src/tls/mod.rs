@@ -23,7 +23,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 
-pub(crate) use classify::StaleConnection;
+pub(crate) use classify::{timeout_phase, StaleConnection};
 pub(crate) use connector::{DeferredResolver, PinnedConnector};
 pub(crate) use session::TlsSession;
 

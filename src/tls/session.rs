@@ -144,8 +144,9 @@ impl TlsSession {
     }
 
     pub(super) fn take_warm(&self) -> Option<TlsTransport> {
-        let mut slot = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        let mut transport = slot.take()?;
+        // Checked once out of the slot: no lock is held while it runs.
+        let taken = self.warm.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut transport = taken?;
         transport.is_open().then_some(transport)
     }
 

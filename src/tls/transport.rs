@@ -10,7 +10,9 @@ use rustls::ClientConnection;
 use socket2::SockRef;
 use ureq::unversioned::transport::{Buffers, LazyBuffers, NextTimeout, Transport};
 
-use super::classify::{classify_tls_error, is_client_cert_alert, rustls_error_of, StaleConnection};
+use super::classify::{
+    classify_tls_error, is_client_cert_alert, rustls_error_of, timeout_phase, StaleConnection,
+};
 use super::handshake::{arm, is_timeout, pending_tls_error};
 use crate::error::Error;
 use crate::events::{self, Event, Level};
@@ -75,6 +77,8 @@ pub(crate) struct TlsTransport {
     between_exchanges: bool,
     /// Some response byte of the current exchange has arrived.
     received: bool,
+    /// Some byte of the current request has left.
+    sent: bool,
     /// Plaintext bytes sealed into records but not yet sent.
     unsent: usize,
     /// The read and write timeout the socket has now.
@@ -112,6 +116,7 @@ impl TlsTransport {
             exchanges: 0,
             between_exchanges: true,
             received: false,
+            sent: false,
             unsent: 0,
             socket_timeout,
             write_phase: PhaseDeadline::NONE,
@@ -161,9 +166,19 @@ impl TlsTransport {
         }))
     }
 
+    /// The timeout error for `reason`, saying whether any byte of the
+    /// request had left.
+    fn timeout(&self, reason: ureq::Timeout) -> ureq::Error {
+        ureq::Error::Other(Box::new(Error::Timeout {
+            address: self.address.clone(),
+            phase: timeout_phase(reason),
+            may_have_reached_worker: self.sent || self.received,
+        }))
+    }
+
     fn io_error(&self, e: io::Error, reason: ureq::Timeout) -> ureq::Error {
         if is_timeout(&e) {
-            return ureq::Error::Timeout(reason);
+            return self.timeout(reason);
         }
         match rustls_error_of(&e) {
             Some(tls) => self.tls_failure(tls),
@@ -176,7 +191,7 @@ impl TlsTransport {
     fn arm(&mut self, phase: PhaseDeadline) -> std::result::Result<(), ureq::Error> {
         match arm(&self.sock, &mut self.socket_timeout, phase.at) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(ureq::Error::Timeout(phase.reason)),
+            Ok(false) => Err(self.timeout(phase.reason)),
             Err(e) => Err(self.lost(format!("cannot set the socket timeout: {e}"))),
         }
     }
@@ -216,6 +231,7 @@ impl Transport for TlsTransport {
                 });
             }
             self.received = false;
+            self.sent = false;
             self.write_phase = PhaseDeadline::starting_now(&timeout.for_write());
             self.read_phase = None;
         }
@@ -278,7 +294,9 @@ impl Transport for TlsTransport {
         let Some(reason) = self.why_closed() else {
             return true;
         };
-        events::emit(Level::Debug, || {
+        // ureq asks while holding its pool's lock: the event is raised
+        // once the request has returned from ureq.
+        events::defer(Level::Debug, || {
             Event::new(Level::Debug, "connection.retired")
                 .with("address", self.address.as_str())
                 .with("reason", reason)
@@ -340,7 +358,7 @@ impl TlsTransport {
         while self.conn.wants_write() {
             self.arm(phase)?;
             match self.conn.write_tls(&mut self.sock) {
-                Ok(_) => {}
+                Ok(n) => self.sent |= n > 0,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if Self::early_timeout(&e, phase.at) => {}
                 Err(e) => {
