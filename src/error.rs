@@ -132,6 +132,9 @@ pub enum Error {
         address: String,
         /// Which step ran out of time.
         phase: TimeoutPhase,
+        /// True once any byte of the request had left (the worker may have
+        /// acted on it); false when none did.
+        may_have_reached_worker: bool,
     },
 
     /// The worker answered with a non-2xx status.
@@ -267,6 +270,31 @@ impl Error {
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::ConnectionLost { .. } => ErrorKind::ConnectionLost,
             Error::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// Whether the worker may have received the request: true for a
+    /// timeout or a lost connection after some request byte left; false
+    /// for every other error.
+    pub fn may_have_reached_worker(&self) -> bool {
+        match self {
+            Error::Timeout {
+                may_have_reached_worker,
+                ..
+            }
+            | Error::ConnectionLost {
+                may_have_reached_worker,
+                ..
+            } => *may_have_reached_worker,
+            _ => false,
+        }
+    }
+
+    /// The phase of a timeout, `None` for every other error.
+    pub fn timeout_phase(&self) -> Option<TimeoutPhase> {
+        match self {
+            Error::Timeout { phase, .. } => Some(*phase),
+            _ => None,
         }
     }
 

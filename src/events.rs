@@ -239,6 +239,34 @@ pub(crate) fn emit(level: Level, build: impl FnOnce() -> Event) {
     }
 }
 
+thread_local! {
+    /// Events built while a lock was held (ours or ureq's), raised by
+    /// [`raise_deferred`] once it is released.
+    static DEFERRED: std::cell::RefCell<Vec<Event>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Builds the event now, when the hook wants `level`, and raises it at
+/// this thread's next [`raise_deferred`]: for events that arise under a
+/// lock, so that a hook is never called with a lock held and may call
+/// back into the same client.
+pub(crate) fn defer(level: Level, build: impl FnOnce() -> Event) {
+    if enabled(level) {
+        let event = build();
+        let _ = DEFERRED.try_with(|queue| queue.borrow_mut().push(event));
+    }
+}
+
+/// Raises the events [`defer`] queued on this thread, in order. Called
+/// where no lock is held: after each request returns from ureq.
+pub(crate) fn raise_deferred() {
+    let events = DEFERRED
+        .try_with(|queue| std::mem::take(&mut *queue.borrow_mut()))
+        .unwrap_or_default();
+    for event in events {
+        dispatch(|| event);
+    }
+}
+
 /// The slow path, kept out of line so an instrumented function stays as
 /// small as it was when nobody listens.
 #[cold]

@@ -1,8 +1,11 @@
 //! decnet-agent-client: drive DECNET honeypot worker agents over mutual TLS.
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
-//! [`identity`] → `tls` → `rpc` (one exchange, shared by every client) →
-//! [`client`] → [`fleet`]; [`topology`] is pure.
+//! [`identity`] → `tls` (verify, resumption, session, handshake, classify,
+//! transport, connector) → `rpc` (one exchange, shared by every client) →
+//! [`client`] → [`fleet`] (plan, the shared sweep engine, results, the
+//! `Fleet`); [`topology`] is pure; `testkit` is used only by tests,
+//! benchmarks and the demo, never by the layers.
 
 pub mod client;
 pub mod enroll;

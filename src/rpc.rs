@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -21,7 +21,8 @@ use crate::events::{self, Call};
 use crate::identity::Identity;
 use crate::json;
 use crate::tls::{
-    DeferredResolver, HandshakeCounts, PeerPolicy, PinnedConnector, StaleConnection, TlsSession,
+    timeout_phase, DeferredResolver, HandshakeCounts, PeerPolicy, PinnedConnector, StaleConnection,
+    TlsSession,
 };
 
 /// Default cap on a response body, in bytes (16 MiB).
@@ -283,9 +284,18 @@ impl Channel {
         let url = format!("{}{path}", self.base_url);
         let agent = self.uploads.get_or_init(|| agent_for(&self.session, 0));
         let call = Call::start(&self.address, "POST", path, None);
+        if deadline_left().is_some_and(|left| left.is_zero()) {
+            let error = not_started(&self.address).into_error(&self.address, true);
+            call.failed(&error);
+            return Err(UploadFailure {
+                error,
+                closed_after_request: false,
+            });
+        }
         let result = with_timeouts(agent.post(&url), timeouts)
             .header("accept", "application/json")
             .send(form);
+        events::raise_deferred();
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -321,6 +331,9 @@ impl Channel {
         body: Option<&[u8]>,
         timeouts: Timeouts,
     ) -> std::result::Result<Response<Body>, Exchange> {
+        if deadline_left().is_some_and(|left| left.is_zero()) {
+            return Err(not_started(&self.address));
+        }
         let url = format!("{}{path}", self.base_url);
         let result = if method == Method::GET {
             with_timeouts(self.agent.get(&url), timeouts)
@@ -336,6 +349,7 @@ impl Channel {
                 None => request.send_empty(),
             }
         };
+        events::raise_deferred();
         result.map_err(Exchange::from)
     }
 
@@ -410,10 +424,47 @@ pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
     }
 }
 
-/// Applies a profile to one request (see [`Timeouts`] for the mapping).
+thread_local! {
+    /// The deadline of the call running on this thread, set by
+    /// [`within_deadline`].
+    static DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every request it makes on this thread bounded by
+/// `deadline`: a request not started by then is never started, and the
+/// connect (with its handshake), the send and the receive of one that is
+/// are each cut at it. A sweep hands its deadline down this way.
+pub(crate) fn within_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
+    let outer = DEADLINE.with(|d| d.replace(deadline));
+    let result = f();
+    DEADLINE.with(|d| d.set(outer));
+    result
+}
+
+/// The time left before this thread's deadline: `Some(ZERO)` once it has
+/// passed, `None` without one.
+fn deadline_left() -> Option<Duration> {
+    DEADLINE
+        .with(|d| d.get())
+        .map(|d| d.saturating_duration_since(Instant::now()))
+}
+
+/// The error for a request the deadline forbids starting.
+fn not_started(address: &str) -> Exchange {
+    Exchange::Failed(ureq::Error::Other(Box::new(Error::Timeout {
+        address: address.to_string(),
+        phase: TimeoutPhase::Deadline,
+        may_have_reached_worker: false,
+    })))
+}
+
+/// Applies a profile to one request (see [`Timeouts`] for the mapping),
+/// and the thread's deadline, if any, as ureq's global timeout (each
+/// phase then ends at the earlier of its own timeout and the deadline).
 fn with_timeouts<B>(request: RequestBuilder<B>, t: Timeouts) -> RequestBuilder<B> {
     request
         .config()
+        .timeout_global(deadline_left())
         .timeout_resolve(Some(t.connect))
         .timeout_connect(Some(t.connect))
         .timeout_send_request(Some(t.write))
@@ -464,13 +515,12 @@ fn map_ureq_error(error: ureq::Error, address: String) -> Error {
             Ok(ours) => *ours,
             Err(other) => Error::internal(other.to_string()),
         },
+        // The transport reports its own timeouts with what it sent; one
+        // from ureq itself may follow a sent byte unless it is a connect's.
         ureq::Error::Timeout(which) => Error::Timeout {
             address,
-            phase: match which {
-                T::Resolve | T::Connect => TimeoutPhase::Connect,
-                T::SendRequest | T::SendBody | T::PerWrite => TimeoutPhase::Write,
-                _ => TimeoutPhase::Read,
-            },
+            phase: timeout_phase(which),
+            may_have_reached_worker: !matches!(which, T::Resolve | T::Connect),
         },
         ureq::Error::HostNotFound => Error::Connect {
             address,

@@ -381,6 +381,7 @@ impl UpdaterClient {
                 return Err(Error::Timeout {
                     address: rpc::authority(&self.address, self.port),
                     phase: TimeoutPhase::Deadline,
+                    may_have_reached_worker: false,
                 });
             }
             let base = self.timeouts(UpdaterProfile::Control);

@@ -54,6 +54,7 @@ pub(crate) fn record(error: &Error) -> decnet_result {
     let mut record = LastError {
         result: Some(error.kind().into()),
         message: to_c_string(error.to_string()),
+        may_have_reached_worker: error.may_have_reached_worker(),
         ..LastError::default()
     };
     match error {
@@ -72,10 +73,6 @@ pub(crate) fn record(error: &Error) -> decnet_result {
             record.expected_fingerprint = Some(to_c_string(expected.clone()));
             record.actual_fingerprint = Some(to_c_string(actual.clone()));
         }
-        Error::ConnectionLost {
-            may_have_reached_worker,
-            ..
-        } => record.may_have_reached_worker = *may_have_reached_worker,
         _ => {}
     }
     store(record)
@@ -172,9 +169,10 @@ pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
     read(ptr::null(), |e| optional(&e.actual_fingerprint))
 }
 
-/// When the last failure was `DECNET_ERR_CONNECTION_LOST`: whether the
-/// request may have reached the worker (so a POST may have taken effect).
-/// False otherwise.
+/// When the last failure was `DECNET_ERR_CONNECTION_LOST` or
+/// `DECNET_ERR_TIMEOUT`: whether some byte of the request had left, so the
+/// worker may have acted on it (a POST may have taken effect). False
+/// otherwise, and false means no byte of the request left.
 #[no_mangle]
 pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
     read(false, |e| e.may_have_reached_worker)

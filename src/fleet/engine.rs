@@ -1,0 +1,309 @@
+//! The sweep engine: runs jobs on a fixed pool of threads started for one
+//! sweep, with bounded concurrency, an optional deadline and an early stop,
+//! streams each result to a callback on the calling thread, and returns one
+//! result per job in input order. It knows nothing of agents: the agent
+//! fleet and any other fleet (an updater fleet) share it through [`Job`].
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Stack size of a sweep's threads: a TLS handshake and an HTTP exchange
+/// need far less than the platform's default.
+const WORKER_STACK_BYTES: usize = 256 * 1024;
+
+/// What the callback tells the sweep after each host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Start no more hosts. Hosts already in flight finish (within their
+    /// timeouts and the sweep deadline) and are reported in the results,
+    /// without further callbacks; the rest are not attempted.
+    Stop,
+}
+
+/// One unit of a sweep: a call to one host.
+pub(crate) trait Job: Send + Sync + 'static {
+    /// The job's result.
+    type Output: Send + 'static;
+    /// Runs the job on a sweep thread.
+    fn run(&self) -> Self::Output;
+    /// The result of a job that did not run to its end.
+    fn unfinished(&self, why: Unfinished) -> Self::Output;
+}
+
+/// Why a job has no result of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unfinished {
+    /// The deadline fired before it started.
+    NeverStarted,
+    /// The callback stopped the sweep before it started.
+    NotAttempted,
+    /// It panicked, `elapsed` after it started.
+    Panicked { elapsed: Duration },
+    /// Its thread ended without a result.
+    Vanished,
+}
+
+/// How a sweep runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Threads, at least one (never more than jobs).
+    pub concurrency: usize,
+    /// When unfinished jobs are cut short and the sweep returns.
+    pub cutoff: Option<Instant>,
+    /// Prefix of the threads' names.
+    pub thread_name: &'static str,
+}
+
+/// What a sweep returns: one output per job, in input order.
+pub(crate) struct Ended<O> {
+    /// The outputs, in input order.
+    pub results: Vec<O>,
+    /// Whether the callback stopped the sweep.
+    pub stopped: bool,
+}
+
+/// The jobs the calling thread has handed out and no thread has taken
+/// yet. A thread takes a job only from here, and the calling thread hands
+/// out the next one only after it has seen a result, so a stop is seen
+/// before any job that could follow it starts.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    waiting: VecDeque<usize>,
+    closed: bool,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                waiting: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands job `position` to the next free thread.
+    fn push(&self, position: usize) {
+        self.lock().waiting.push_back(position);
+        self.ready.notify_one();
+    }
+
+    /// No job starts from now on; waiting threads end.
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next job, waiting for one; `None` once the queue is closed or
+    /// `cutoff` has passed (a job is never started after it).
+    fn take(&self, cutoff: Option<Instant>) -> Option<usize> {
+        let mut state = self.lock();
+        loop {
+            let left = cutoff.map(|c| c.saturating_duration_since(Instant::now()));
+            if state.closed || left.is_some_and(|l| l.is_zero()) {
+                return None;
+            }
+            if let Some(position) = state.waiting.pop_front() {
+                return Some(position);
+            }
+            state = match left {
+                Some(left) => {
+                    self.ready
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.ready.wait(state).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+}
+
+/// What a sweep's threads share.
+struct Shared<J> {
+    jobs: Vec<J>,
+    queue: Queue,
+    cutoff: Option<Instant>,
+}
+
+type Message<O> = (usize, O);
+
+impl<J: Job> Shared<J> {
+    /// A thread's loop: run the jobs handed to it until the queue closes
+    /// or the deadline passes.
+    fn work(&self, tx: &mpsc::Sender<Message<J::Output>>) {
+        while let Some(position) = self.queue.take(self.cutoff) {
+            let job = &self.jobs[position];
+            let began = Instant::now();
+            let output = catch_unwind(AssertUnwindSafe(|| job.run())).unwrap_or_else(|_| {
+                job.unfinished(Unfinished::Panicked {
+                    elapsed: began.elapsed(),
+                })
+            });
+            if tx.send((position, output)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `jobs` within `limits`, calling `on_result` on this thread, one
+/// call at a time, as each job completes. After [`Flow::Stop`] no job
+/// starts (not even the next one at concurrency 1) and no callback
+/// follows. No job starts after the deadline; those in flight when it
+/// fires end by it (their calls are bounded by it) and are passed to
+/// `on_result` then, in input order. Every thread has ended when this
+/// returns. Fails (before any job runs) only when no thread could be
+/// started.
+pub(crate) fn run<J: Job>(
+    jobs: Vec<J>,
+    limits: Limits,
+    mut on_result: impl FnMut(&J::Output) -> Flow,
+) -> Result<Ended<J::Output>> {
+    let total = jobs.len();
+    let shared = Arc::new(Shared {
+        jobs,
+        queue: Queue::new(),
+        cutoff: limits.cutoff,
+    });
+    let (threads, rx) = spawn(&shared, limits)?;
+    let mut results: Vec<Option<J::Output>> = (0..total).map(|_| None).collect();
+    let calling_back = collect(&shared, &rx, threads.len(), &mut results, &mut on_result);
+    shared.queue.close();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    let reported: Vec<bool> = results.iter().map(Option::is_some).collect();
+    // Jobs in flight when the sweep stopped or the deadline fired.
+    while let Ok((position, output)) = rx.try_recv() {
+        results[position] = Some(output);
+    }
+    let results = fill_unfinished(&shared.jobs, results, limits, calling_back);
+    // Jobs the deadline cut short complete now: the callback sees them too
+    // (in input order), unless it stopped the sweep.
+    if calling_back {
+        for (position, result) in results.iter().enumerate() {
+            if !reported[position] {
+                on_result(result);
+            }
+        }
+    }
+    Ok(Ended {
+        results,
+        stopped: !calling_back,
+    })
+}
+
+type Started<O> = (Vec<JoinHandle<()>>, mpsc::Receiver<Message<O>>);
+
+/// Starts the sweep's threads; the receiver gets their results.
+fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::Output>> {
+    let (tx, rx) = mpsc::channel();
+    let mut threads = Vec::new();
+    let mut spawn_error = None;
+    for n in 0..limits.concurrency.min(shared.jobs.len()) {
+        let (shared, tx) = (shared.clone(), tx.clone());
+        match thread::Builder::new()
+            .name(format!("{}-{n}", limits.thread_name))
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || shared.work(&tx))
+        {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                spawn_error = Some(e);
+                break;
+            }
+        }
+    }
+    if threads.is_empty() {
+        return Err(Error::internal(format!(
+            "cannot start a fleet worker thread: {}",
+            spawn_error.map_or_else(|| "unknown".into(), |e| e.to_string())
+        )));
+    }
+    Ok((threads, rx))
+}
+
+/// Hands out jobs (one per thread, then one per result seen) and receives
+/// results until every job has one, the deadline fires, the threads are
+/// gone or the callback stops the sweep. Returns whether it is still
+/// calling back.
+fn collect<J: Job>(
+    shared: &Shared<J>,
+    rx: &mpsc::Receiver<Message<J::Output>>,
+    threads: usize,
+    results: &mut [Option<J::Output>],
+    on_result: &mut impl FnMut(&J::Output) -> Flow,
+) -> bool {
+    let total = results.len();
+    let mut next = threads.min(total);
+    (0..next).for_each(|position| shared.queue.push(position));
+    for _ in 0..total {
+        let received = match shared.cutoff {
+            Some(cutoff) => {
+                let left = cutoff.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return true;
+                }
+                rx.recv_timeout(left).ok()
+            }
+            None => rx.recv().ok(),
+        };
+        let Some((position, output)) = received else {
+            return true;
+        };
+        let flow = on_result(&output);
+        results[position] = Some(output);
+        if flow == Flow::Stop {
+            shared.queue.close();
+            return false;
+        }
+        if next < total {
+            shared.queue.push(next);
+            next += 1;
+        }
+    }
+    true
+}
+
+/// Every job's output, the missing ones made from why they are missing.
+fn fill_unfinished<J: Job>(
+    jobs: &[J],
+    results: Vec<Option<J::Output>>,
+    limits: Limits,
+    calling_back: bool,
+) -> Vec<J::Output> {
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(position, slot)| {
+            slot.unwrap_or_else(|| {
+                let why = match (calling_back, limits.cutoff) {
+                    (false, _) => Unfinished::NotAttempted,
+                    (true, Some(_)) => Unfinished::NeverStarted,
+                    // Every thread ended, yet a job handed out has no
+                    // result (it cannot: each runs under catch_unwind).
+                    (true, None) => Unfinished::Vanished,
+                };
+                jobs[position].unfinished(why)
+            })
+        })
+        .collect()
+}

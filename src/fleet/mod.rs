@@ -1,0 +1,446 @@
+//! Fleets: one object that drives many workers, with bounded concurrency,
+//! an optional sweep deadline and one result per host, streamed to a
+//! callback on the calling thread as hosts complete.
+//!
+//! A [`Fleet`] keeps one [`AgentClient`] per host for its whole lifetime,
+//! so a second sweep within the workers' keep-alive window reuses the
+//! connections the first one opened. A sweep runs on a fixed pool of
+//! worker threads started for that sweep (never a thread per host); the
+//! calling thread hands out no work itself, it only collects results and
+//! calls the callback, one call at a time, in completion order.
+//!
+//! Files: `plan` (what each host gets), `engine` (the sweep engine any
+//! fleet shares), `result` (per-host results and their JSON), and the
+//! [`Fleet`] here.
+
+mod engine;
+mod plan;
+mod result;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub use engine::Flow;
+pub use plan::{Call, HostId, RPC_NAMES};
+pub use result::{error_to_json, HostInfo, HostResult, Outcome};
+
+use crate::client::{
+    AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
+};
+use crate::error::{Error, Result, TimeoutPhase};
+use crate::events::{self, Event, Level};
+use crate::identity::Identity;
+use crate::rpc;
+use engine::{Job, Limits, Unfinished};
+
+/// Worker threads per sweep when neither the call nor the fleet says
+/// otherwise. Measured with `benches/fleet.rs` (see the README): on the
+/// loopback bench a health sweep is CPU-bound by handshakes and gains
+/// nothing past a few threads per core, while a real network adds a
+/// round-trip per exchange that only more requests in flight can hide;
+/// 64 threads keep a 1,000-host sweep busy at tens of milliseconds of
+/// latency for about 64 small thread stacks.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+/// Largest concurrency a sweep accepts.
+pub const MAX_CONCURRENCY: usize = 4096;
+
+/// Tunes one sweep. `None` fields fall back to the fleet's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepOptions {
+    /// Worker threads (hosts in flight at once), 1 to [`MAX_CONCURRENCY`].
+    pub concurrency: Option<usize>,
+    /// Time after which every unfinished host reports a timeout and the
+    /// sweep returns.
+    pub deadline: Option<Duration>,
+}
+
+/// Settings that apply to every sweep unless a call overrides them.
+#[derive(Debug, Clone, Copy)]
+struct Defaults {
+    concurrency: usize,
+    deadline: Option<Duration>,
+}
+
+/// Many workers driven as one. `Send + Sync`; sweeps may run from several
+/// threads at once (each has its own worker threads; they share the
+/// per-host connection pools).
+pub struct Fleet {
+    clients: Arc<[Arc<AgentClient>]>,
+    by_uuid: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    defaults: Mutex<Defaults>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet({} hosts)", self.clients.len())
+    }
+}
+
+impl Fleet {
+    /// A fleet of `records`, each host's client presenting `identity` (its
+    /// parsed material is shared, not copied per host). Duplicate uuids or
+    /// names are an invalid-argument error naming both indices; an empty
+    /// list is a valid, empty fleet. No traffic happens yet.
+    pub fn new(
+        identity: &Identity,
+        records: Vec<HostRecord>,
+        hostname: HostnameVerification,
+    ) -> Result<Fleet> {
+        let hostname = match hostname.resolve()? {
+            true => HostnameVerification::On,
+            false => HostnameVerification::Off,
+        };
+        let mut by_uuid = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            for (map, key, what) in [
+                (&mut by_uuid, &record.uuid, "uuid"),
+                (&mut by_name, &record.name, "name"),
+            ] {
+                if let Some(key) = key {
+                    if let Some(first) = map.insert(key.clone(), index) {
+                        return Err(Error::invalid(
+                            format!("hosts[{index}].{what}"),
+                            format!("{what} {key:?} is also the {what} of hosts[{first}]"),
+                        ));
+                    }
+                }
+            }
+        }
+        let clients = records
+            .into_iter()
+            .enumerate()
+            .map(|(index, record)| {
+                AgentClient::new(identity, record, hostname)
+                    .map(Arc::new)
+                    .map_err(|e| match e {
+                        Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+                            argument: format!("hosts[{index}].{argument}"),
+                            reason,
+                        },
+                        other => other,
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fleet {
+            clients: clients.into(),
+            by_uuid,
+            by_name,
+            defaults: Mutex::new(Defaults {
+                concurrency: DEFAULT_CONCURRENCY,
+                deadline: None,
+            }),
+        })
+    }
+
+    /// A fleet from a JSON array of host records (see
+    /// [`HostRecord::from_value`]); a bad record is an invalid-argument
+    /// error naming its index.
+    pub fn from_json(
+        identity: &Identity,
+        hosts_json: &Value,
+        hostname: HostnameVerification,
+    ) -> Result<Fleet> {
+        let items = hosts_json
+            .as_array()
+            .ok_or_else(|| Error::invalid("hosts", "must be a JSON array of host records"))?;
+        let records = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                HostRecord::from_value(item).map_err(|e| match e {
+                    Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+                        argument: format!("hosts[{index}].{argument}"),
+                        reason,
+                    },
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Fleet::new(identity, records, hostname)
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// True for an empty fleet.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    /// The client of host `index` (for its counters or a single call).
+    pub fn client(&self, index: usize) -> Option<&AgentClient> {
+        self.clients.get(index).map(|c| &**c)
+    }
+
+    /// The index of `id`. A [`HostId::Uuid`] that names no uuid is looked
+    /// up as a name; one string that is the uuid of one host and the name
+    /// of another is ambiguous (invalid argument).
+    pub fn resolve(&self, id: &HostId) -> Result<usize> {
+        match id {
+            HostId::Index(i) if *i < self.clients.len() => Ok(*i),
+            HostId::Index(i) => Err(Error::invalid(
+                "host",
+                format!("index {i} is out of range for {} hosts", self.clients.len()),
+            )),
+            HostId::Uuid(key) => match (self.by_uuid.get(key), self.by_name.get(key)) {
+                (Some(a), Some(b)) if a != b => Err(Error::invalid(
+                    "host",
+                    format!("{key:?} is the uuid of hosts[{a}] and the name of hosts[{b}]"),
+                )),
+                (Some(i), _) | (None, Some(i)) => Ok(*i),
+                (None, None) => Err(Error::invalid(
+                    "host",
+                    format!("no host has uuid or name {key:?}"),
+                )),
+            },
+            HostId::Name(key) => self
+                .by_name
+                .get(key)
+                .copied()
+                .ok_or_else(|| Error::invalid("host", format!("no host is named {key:?}"))),
+        }
+    }
+
+    /// Sets the timeouts of `profile` on every host.
+    pub fn set_timeouts(&self, profile: Profile, timeouts: Timeouts) -> Result<()> {
+        for client in self.clients.iter() {
+            client.set_timeouts(profile, timeouts)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the response-body cap on every host.
+    pub fn set_max_response_bytes(&self, limit: u64) -> Result<()> {
+        for client in self.clients.iter() {
+            client.set_max_response_bytes(limit)?;
+        }
+        Ok(())
+    }
+
+    /// Turns TLS 1.3 session resumption on (the default) or off for the new
+    /// connections of every host (see [`AgentClient::set_session_resumption`]).
+    pub fn set_session_resumption(&self, on: bool) {
+        for client in self.clients.iter() {
+            client.set_session_resumption(on);
+        }
+    }
+
+    /// Handshakes completed over every host, by kind.
+    pub fn handshake_counts(&self) -> HandshakeCounts {
+        self.clients.iter().map(|c| c.handshake_counts()).fold(
+            HandshakeCounts::default(),
+            |sum, c| HandshakeCounts {
+                full: sum.full + c.full,
+                resumed: sum.resumed + c.resumed,
+            },
+        )
+    }
+
+    /// Sets the fleet's default concurrency (1 to [`MAX_CONCURRENCY`]).
+    pub fn set_concurrency(&self, concurrency: usize) -> Result<()> {
+        check_concurrency(concurrency)?;
+        self.defaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .concurrency = concurrency;
+        Ok(())
+    }
+
+    /// Sets or clears the fleet's default sweep deadline (non-zero).
+    pub fn set_deadline(&self, deadline: Option<Duration>) -> Result<()> {
+        check_deadline(deadline)?;
+        self.defaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deadline = deadline;
+        Ok(())
+    }
+
+    /// Sends `call` to every host; see [`Fleet::sweep`].
+    pub fn sweep_all(
+        &self,
+        call: &Call,
+        options: SweepOptions,
+        on_result: impl FnMut(&HostResult) -> Flow,
+    ) -> Result<Vec<HostResult>> {
+        self.sweep(self.plan_all(call), options, on_result)
+    }
+
+    /// Runs `plan` (each entry a host and the call it gets; a host at most
+    /// once) on a pool of worker threads and returns one result per entry,
+    /// in plan order.
+    ///
+    /// `on_result` is called on this thread, one call at a time, as each
+    /// host completes (completion order); [`Flow::Stop`] starts no more
+    /// hosts, and no callback follows. With a deadline, the sweep returns
+    /// when it expires and every unfinished host reports
+    /// [`Error::Timeout`] with phase [`TimeoutPhase::Deadline`] (in flight
+    /// or never started: `elapsed` tells them apart), passed to `on_result` at that
+    /// moment in input order; a thread still waiting on a hung worker
+    /// finishes on its own, within that host's timeouts, holding nothing
+    /// the caller sees. So unless it stops the sweep, `on_result` sees
+    /// every host once.
+    ///
+    /// Errors (before any traffic): an unknown or repeated host, or a bad
+    /// concurrency or deadline (invalid argument); no worker thread could
+    /// be started (internal).
+    pub fn sweep(
+        &self,
+        plan: Vec<(HostId, Call)>,
+        options: SweepOptions,
+        on_result: impl FnMut(&HostResult) -> Flow,
+    ) -> Result<Vec<HostResult>> {
+        let defaults = *self.defaults.lock().unwrap_or_else(|p| p.into_inner());
+        let concurrency = options.concurrency.unwrap_or(defaults.concurrency);
+        check_concurrency(concurrency)?;
+        let deadline = options.deadline.or(defaults.deadline);
+        check_deadline(deadline)?;
+        let mut seen = vec![None; self.clients.len()];
+        let mut jobs = Vec::with_capacity(plan.len());
+        for (position, (id, call)) in plan.into_iter().enumerate() {
+            let index = self.resolve(&id).map_err(|e| match e {
+                Error::InvalidArgument { reason, .. } => {
+                    Error::invalid(format!("plan[{position}].host"), reason)
+                }
+                other => other,
+            })?;
+            if let Some(first) = seen[index].replace(position) {
+                return Err(Error::invalid(
+                    format!("plan[{position}].host"),
+                    format!("hosts[{index}] is already in plan[{first}]"),
+                ));
+            }
+            jobs.push(HostJob {
+                host: self.info(index),
+                client: self.clients[index].clone(),
+                call,
+                cutoff: None,
+            });
+        }
+        let started = Instant::now();
+        let cutoff = deadline.map(|d| started + d);
+        for job in &mut jobs {
+            job.cutoff = cutoff;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        events::emit(Level::Info, || {
+            Event::new(Level::Info, "fleet.sweep.started")
+                .with("hosts", jobs.len())
+                .with("concurrency", concurrency.min(jobs.len()))
+                .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
+        });
+        let limits = Limits {
+            concurrency,
+            cutoff,
+            thread_name: "decnet-fleet",
+        };
+        let ended = engine::run(jobs, limits, on_result)?;
+        events::emit(Level::Info, || {
+            result::sweep_ended(&ended.results, started.elapsed(), ended.stopped)
+        });
+        Ok(ended.results)
+    }
+
+    fn info(&self, index: usize) -> HostInfo {
+        let record = self.clients[index].host();
+        HostInfo {
+            index,
+            uuid: record.uuid.clone(),
+            name: record.name.clone(),
+            address: record.authority(),
+        }
+    }
+}
+
+fn check_concurrency(concurrency: usize) -> Result<()> {
+    if (1..=MAX_CONCURRENCY).contains(&concurrency) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "concurrency",
+            format!("must be from 1 to {MAX_CONCURRENCY}"),
+        ))
+    }
+}
+
+fn check_deadline(deadline: Option<Duration>) -> Result<()> {
+    match deadline {
+        Some(d) if d.is_zero() => Err(Error::invalid("deadline", "must be greater than zero")),
+        _ => Ok(()),
+    }
+}
+
+/// One host's call in a sweep.
+struct HostJob {
+    host: HostInfo,
+    client: Arc<AgentClient>,
+    call: Call,
+    /// The sweep's deadline, handed down into every request of the call.
+    cutoff: Option<Instant>,
+}
+
+impl Job for HostJob {
+    type Output = HostResult;
+
+    fn run(&self) -> HostResult {
+        let began = Instant::now();
+        let result = rpc::within_deadline(self.cutoff, || self.call.run(&self.client));
+        let outcome = match result {
+            // Whatever phase the deadline cut, it is the sweep's deadline
+            // that ended the call.
+            Err(Error::Timeout {
+                address,
+                may_have_reached_worker,
+                ..
+            }) if self.cutoff.is_some_and(|c| Instant::now() >= c) => {
+                Outcome::Err(Error::Timeout {
+                    address,
+                    phase: TimeoutPhase::Deadline,
+                    may_have_reached_worker,
+                })
+            }
+            other => result::outcome_of(other),
+        };
+        HostResult {
+            host: self.host.clone(),
+            elapsed: began.elapsed(),
+            outcome,
+        }
+    }
+
+    fn unfinished(&self, why: Unfinished) -> HostResult {
+        let (elapsed, outcome) = match why {
+            Unfinished::NeverStarted => (
+                Duration::ZERO,
+                Outcome::Err(Error::Timeout {
+                    address: self.host.address.clone(),
+                    phase: TimeoutPhase::Deadline,
+                    may_have_reached_worker: false,
+                }),
+            ),
+            Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
+            Unfinished::Panicked { elapsed } => {
+                (elapsed, Outcome::Err(Error::internal("the call panicked")))
+            }
+            Unfinished::Vanished => (
+                Duration::ZERO,
+                Outcome::Err(Error::internal("the worker thread ended without a result")),
+            ),
+        };
+        HostResult {
+            host: self.host.clone(),
+            elapsed,
+            outcome,
+        }
+    }
+}
