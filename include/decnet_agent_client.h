@@ -99,6 +99,43 @@ typedef enum decnet_result {
 } decnet_result;
 
 /**
+ * Which phase of a call ran out of time, for
+ * `decnet_last_error_timeout_phase`; the same phases as the Rust
+ * `TimeoutPhase`, numbered from 1.
+ */
+typedef enum decnet_timeout_phase {
+  /**
+   * The last failure was not `DECNET_ERR_TIMEOUT` (or none failed yet).
+   */
+  DECNET_TIMEOUT_PHASE_NONE = 0,
+  /**
+   * Resolving the name and opening the TCP connection.
+   */
+  DECNET_TIMEOUT_PHASE_CONNECT = 1,
+  /**
+   * The TLS handshake.
+   */
+  DECNET_TIMEOUT_PHASE_HANDSHAKE = 2,
+  /**
+   * Sending the request.
+   */
+  DECNET_TIMEOUT_PHASE_WRITE = 3,
+  /**
+   * Waiting for and reading the answer.
+   */
+  DECNET_TIMEOUT_PHASE_READ = 4,
+  /**
+   * Waiting for a connection from the pool.
+   */
+  DECNET_TIMEOUT_PHASE_POOL = 5,
+  /**
+   * An overall deadline over many calls (a fleet sweep's, or the wait
+   * for a release) passed before this call finished.
+   */
+  DECNET_TIMEOUT_PHASE_DEADLINE = 6,
+} decnet_timeout_phase;
+
+/**
  * The timeout profiles of the updater contract.
  */
 enum UpdaterProfile
@@ -822,6 +859,12 @@ const char *decnet_last_error_actual_fingerprint(void);
  * False otherwise.
  */
 bool decnet_last_error_may_have_reached_worker(void);
+
+/**
+ * The phase that ran out of time when the last failure was
+ * `DECNET_ERR_TIMEOUT`; `DECNET_TIMEOUT_PHASE_NONE` otherwise.
+ */
+enum decnet_timeout_phase decnet_last_error_timeout_phase(void);
 
 /**
  * `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
