@@ -88,7 +88,7 @@ pub fn check_dir(dir: &Path) -> Result<Metadata> {
 /// itself, that nobody but its owner can change it (nor, for a key, read
 /// it) and that it belongs to the calling user or root.
 pub fn read_checked(path: &Path, secrecy: Secrecy) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::pki(path, "is not a regular file"));
