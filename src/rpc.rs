@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -243,11 +243,32 @@ impl Channel {
     /// closed while idle, before any response byte, it is sent once more on
     /// a new connection.
     pub(crate) fn get(&self, path: &str, timeouts: Timeouts) -> Result<Value> {
+        self.get_within(path, timeouts, None)
+    }
+
+    /// As [`Channel::get`], with the whole call (both attempts, every
+    /// phase, the body included) ending by `until` when given: each attempt
+    /// is capped by the time left, and none starts once it is gone.
+    pub(crate) fn get_within(
+        &self,
+        path: &str,
+        timeouts: Timeouts,
+        until: Option<Instant>,
+    ) -> Result<Value> {
         let call = Call::start(&self.address, "GET", path, Some(&[]));
-        match self.exchange(Method::GET, path, None, timeouts) {
+        let attempt = || {
+            let left = until.map(|t| t.saturating_duration_since(Instant::now()));
+            match left {
+                Some(left) if left.is_zero() => Err(Exchange::Failed(ureq::Error::Timeout(
+                    ureq::Timeout::Global,
+                ))),
+                _ => self.exchange(Method::GET, path, None, timeouts, left),
+            }
+        };
+        match attempt() {
             Err(Exchange::Stale(reason)) => {
                 call.retried(&reason);
-                self.exchange(Method::GET, path, None, timeouts)
+                attempt()
             }
             other => other,
         }
@@ -265,7 +286,7 @@ impl Channel {
         timeouts: Timeouts,
     ) -> Result<Value> {
         let call = Call::start(&self.address, "POST", path, Some(body.unwrap_or_default()));
-        self.exchange(Method::POST, path, body, timeouts)
+        self.exchange(Method::POST, path, body, timeouts, None)
             .map_err(|e| e.into_error(&self.address, true))
             .and_then(|response| self.read_response(response, &call))
             .inspect_err(|e| call.failed(e))
@@ -283,7 +304,7 @@ impl Channel {
         let url = format!("{}{path}", self.base_url);
         let agent = self.uploads.get_or_init(|| agent_for(&self.session, 0));
         let call = Call::start(&self.address, "POST", path, None);
-        let result = with_timeouts(agent.post(&url), timeouts)
+        let result = with_timeouts(agent.post(&url), timeouts, None)
             .header("accept", "application/json")
             .send(form);
         let response = match result {
@@ -320,15 +341,16 @@ impl Channel {
         path: &str,
         body: Option<&[u8]>,
         timeouts: Timeouts,
+        global: Option<Duration>,
     ) -> std::result::Result<Response<Body>, Exchange> {
         let url = format!("{}{path}", self.base_url);
         let result = if method == Method::GET {
-            with_timeouts(self.agent.get(&url), timeouts)
+            with_timeouts(self.agent.get(&url), timeouts, global)
                 .header("accept", "application/json")
                 .call()
         } else {
-            let request =
-                with_timeouts(self.agent.post(&url), timeouts).header("accept", "application/json");
+            let request = with_timeouts(self.agent.post(&url), timeouts, global)
+                .header("accept", "application/json");
             match body {
                 Some(bytes) => request
                     .header("content-type", "application/json")
@@ -410,10 +432,16 @@ pub fn interpret_response(status: u16, body: &[u8]) -> Result<Value> {
     }
 }
 
-/// Applies a profile to one request (see [`Timeouts`] for the mapping).
-fn with_timeouts<B>(request: RequestBuilder<B>, t: Timeouts) -> RequestBuilder<B> {
+/// Applies a profile to one request (see [`Timeouts`] for the mapping),
+/// and `global`, when given, to the request as a whole.
+fn with_timeouts<B>(
+    request: RequestBuilder<B>,
+    t: Timeouts,
+    global: Option<Duration>,
+) -> RequestBuilder<B> {
     request
         .config()
+        .timeout_global(global)
         .timeout_resolve(Some(t.connect))
         .timeout_connect(Some(t.connect))
         .timeout_send_request(Some(t.write))
