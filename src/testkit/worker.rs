@@ -3,7 +3,6 @@
 //! implements every endpoint of the contract with its status codes, keeps a
 //! ledger of what it received and injects faults on demand.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
