@@ -99,6 +99,43 @@ typedef enum decnet_result {
 } decnet_result;
 
 /**
+ * Which phase of a call ran out of time, for
+ * `decnet_last_error_timeout_phase`; the same phases as the Rust
+ * `TimeoutPhase`, numbered from 1.
+ */
+typedef enum decnet_timeout_phase {
+  /**
+   * The last failure was not `DECNET_ERR_TIMEOUT` (or none failed yet).
+   */
+  DECNET_TIMEOUT_PHASE_NONE = 0,
+  /**
+   * Resolving the name and opening the TCP connection.
+   */
+  DECNET_TIMEOUT_PHASE_CONNECT = 1,
+  /**
+   * The TLS handshake.
+   */
+  DECNET_TIMEOUT_PHASE_HANDSHAKE = 2,
+  /**
+   * Sending the request.
+   */
+  DECNET_TIMEOUT_PHASE_WRITE = 3,
+  /**
+   * Waiting for and reading the answer.
+   */
+  DECNET_TIMEOUT_PHASE_READ = 4,
+  /**
+   * Waiting for a connection from the pool.
+   */
+  DECNET_TIMEOUT_PHASE_POOL = 5,
+  /**
+   * An overall deadline over many calls (a fleet sweep's, or the wait
+   * for a release) passed before this call finished.
+   */
+  DECNET_TIMEOUT_PHASE_DEADLINE = 6,
+} decnet_timeout_phase;
+
+/**
  * The timeout profiles of the updater contract.
  */
 enum UpdaterProfile
@@ -846,11 +883,18 @@ const char *decnet_last_error_expected_fingerprint(void);
 const char *decnet_last_error_actual_fingerprint(void);
 
 /**
- * When the last failure was `DECNET_ERR_CONNECTION_LOST`: whether the
- * request may have reached the worker (so a POST may have taken effect).
- * False otherwise.
+ * When the last failure was `DECNET_ERR_CONNECTION_LOST` or
+ * `DECNET_ERR_TIMEOUT`: whether some byte of the request had left, so the
+ * worker may have acted on it (a POST may have taken effect). False
+ * otherwise, and false means no byte of the request left.
  */
 bool decnet_last_error_may_have_reached_worker(void);
+
+/**
+ * The phase that ran out of time when the last failure was
+ * `DECNET_ERR_TIMEOUT`; `DECNET_TIMEOUT_PHASE_NONE` otherwise.
+ */
+enum decnet_timeout_phase decnet_last_error_timeout_phase(void);
 
 /**
  * `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
@@ -1103,9 +1147,13 @@ enum decnet_result decnet_updater_update_self(const struct decnet_updater *updat
 
 /**
  * Polls `GET /health` every `interval_ms` until the active release has git
- * SHA `sha`, for at most `deadline_ms`; `*out_json` then holds that health
- * body. Past the deadline: `DECNET_ERR_TIMEOUT`. See
- * `decnet_updater_health`.
+ * SHA `sha`, for at most `deadline_ms` (every poll is capped by the time
+ * left); `*out_json` then holds that health body. Past the deadline:
+ * `DECNET_ERR_TIMEOUT` (phase `DECNET_TIMEOUT_PHASE_DEADLINE`). Only an
+ * older release and transient failures keep polling (a refused or lost
+ * connection, as while the updater re-executes itself, or a poll's own
+ * timeout); a pin mismatch, TLS failure or HTTP error returns at once.
+ * See `decnet_updater_health`.
  */
 enum decnet_result decnet_updater_wait_for_release(const struct decnet_updater *updater,
                                                    const char *sha,

@@ -15,7 +15,7 @@ pub mod ffi;
 pub mod fleet;
 mod hex;
 pub mod identity;
-mod json;
+pub mod json;
 pub mod pki;
 mod rpc;
 mod secure_fs;

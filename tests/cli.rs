@@ -555,4 +555,34 @@ fn an_address_without_a_pin_needs_no_pin() {
         None,
     );
     assert_eq!(both.status.code(), Some(2));
+
+/// A deploy config read by the CLI reaches the worker as written: a key
+/// spelled like serde_json's private number token stays a key (with a
+/// string or a number under it), and long numbers keep their literals.
+#[test]
+fn a_deploy_config_keyed_like_serde_jsons_private_number_reaches_the_worker_as_written() {
+    let w = World::new();
+    let config = w.write(
+        "config.json",
+        r#"{"deckies":[{"name":"d1","services":["ssh"]}],"extra":{"$serde_json::private::Number":"12"},"n":{"$serde_json::private::Number":12},"big":123456789012345678901234567890}"#,
+    );
+    assert_eq!(
+        ok(w.run(&["deploy", "--config", &config]))["status"],
+        "accepted"
+    );
+    let ledger = w.worker.ledger();
+    let deploy = ledger
+        .iter()
+        .find(|e| e.path == "/deploy")
+        .expect("the deploy reached the worker");
+    let sent = &deploy.body["config"];
+    assert_eq!(
+        sent["extra"],
+        json!({"$serde_json::private::Number": "12"}),
+        "{sent}"
+    );
+    assert!(sent["extra"].is_object(), "{sent}");
+    assert!(sent["n"].is_object(), "{sent}");
+    assert_eq!(sent["n"]["$serde_json::private::Number"].to_string(), "12");
+    assert_eq!(sent["big"].to_string(), "123456789012345678901234567890");
 }

@@ -761,3 +761,22 @@ fn an_answer_keyed_like_serde_jsons_private_number_comes_back_exactly() {
         r#"{"$serde_json::private::Number":"1","nested":{"$serde_json::private::Number":true}}"#
     );
 }
+
+/// serde_json's other magic key (`raw_value`'s) is an ordinary key too, and
+/// numbers keep the worker's own literals, however long.
+#[test]
+fn an_answer_keyed_like_serde_jsons_raw_value_and_long_numbers_come_back_exactly() {
+    let s = setup();
+    let body = r#"{"data":{"$serde_json::private::RawValue":"7"},"big":123456789012345678901234567890,"f":0.10000000000000000000001,"e":1e+400,"neg":-0.0}"#;
+    s.worker.set_fault(Fault::RawBody(body));
+    let answer = s.client.health().unwrap();
+    assert_eq!(
+        answer["data"],
+        json!({"$serde_json::private::RawValue": "7"}),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.to_string(),
+        r#"{"big":123456789012345678901234567890,"data":{"$serde_json::private::RawValue":"7"},"e":1e+400,"f":0.10000000000000000000001,"neg":-0.0}"#
+    );
+}

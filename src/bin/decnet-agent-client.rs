@@ -264,7 +264,7 @@ fn read_input(source: &str, what: &str) -> Result<String> {
 }
 
 fn read_json(source: &str, what: &str) -> Result<Value> {
-    serde_json::from_str(&read_input(source, what)?)
+    decnet_agent_client::json::from_str(&read_input(source, what)?)
         .map_err(|e| Error::invalid(what, format!("malformed JSON: {e}")))
 }
 

@@ -406,6 +406,7 @@ static void test_fresh_last_error(void) {
     cover("call", "decnet_last_error_expected_fingerprint", NULL);
     cover("call", "decnet_last_error_actual_fingerprint", NULL);
     cover("call", "decnet_last_error_may_have_reached_worker", NULL);
+    cover("call", "decnet_last_error_timeout_phase", NULL);
     CHECK(decnet_last_error_result() == DECNET_OK, "fresh thread: last error result is ok");
     const char *message = decnet_last_error_message();
     CHECK(message != NULL && message[0] == '\0', "fresh thread: last error message is \"\"");
@@ -414,6 +415,7 @@ static void test_fresh_last_error(void) {
     CHECK(decnet_last_error_expected_fingerprint() == NULL, "fresh thread: expected fp NULL");
     CHECK(decnet_last_error_actual_fingerprint() == NULL, "fresh thread: actual fp NULL");
     CHECK(!decnet_last_error_may_have_reached_worker(), "fresh thread: may_have_reached false");
+    CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE, "fresh thread: timeout phase NONE");
 }
 
 static void test_version_and_names(void) {
@@ -1546,6 +1548,7 @@ static void test_network_errors(const decnet_identity *identity) {
     expect_error("health on a closed port", rc, DECNET_ERR_CONNECT, NULL);
     CHECK(json == NULL, "CONNECT: out_json left NULL");
     CHECK(!decnet_last_error_may_have_reached_worker(), "CONNECT: may_have_reached_worker false");
+    CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE, "CONNECT: not a timeout, phase NONE");
     decnet_client_free(client);
     client = NULL;
 
@@ -1626,6 +1629,8 @@ static void test_network_errors(const decnet_identity *identity) {
         CHECK(message_has("read"), "TIMEOUT: message names the read phase");
         CHECK(elapsed < 10.0, fmt("TIMEOUT: gave up in %.2f s, well before the worker's 30 s", elapsed));
         CHECK(!decnet_last_error_may_have_reached_worker(), "TIMEOUT: may_have_reached_worker false");
+        CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_READ,
+              fmt("TIMEOUT: the phase getter says READ (got %d)", (int)decnet_last_error_timeout_phase()));
         decnet_client_free(client);
         client = NULL;
     }
@@ -1638,6 +1643,8 @@ static void test_network_errors(const decnet_identity *identity) {
         rc = decnet_client_health(client, &json);
         expect_error("health on the nonjson worker", rc, DECNET_ERR_PROTOCOL, NULL);
         CHECK(json == NULL && message_has("not JSON"), "PROTOCOL: out NULL, message says not JSON");
+        CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE,
+              "PROTOCOL after a TIMEOUT: the phase is NONE again");
         decnet_client_free(client);
         client = NULL;
     }
