@@ -1,7 +1,8 @@
 """The reference master's own client tests, run against our aio classes.
 
-The reference project (``github:4nt11/DECNET``) is not on PyPI, so it is not
-fetched here: point ``DECNET_REFERENCE_DIR`` at a checkout, and
+The reference master is not fetched here: PyPI's ``decnet`` (1.0.0) is older
+than the reference's master, and installing the master's checkout needs
+``netfilterqueue`` built from source. Point ``DECNET_REFERENCE_DIR`` at a checkout, and
 ``DECNET_REFERENCE_PYTHON`` at an interpreter that has its test needs
 (uvicorn, fastapi, httpx, pytest-asyncio, ...; default: this one). The
 reference's test files run unchanged, in a child pytest, with
@@ -33,7 +34,7 @@ FILES = {
 
 pytestmark = pytest.mark.skipif(
     not REFERENCE, reason="DECNET_REFERENCE_DIR is unset: no checkout of the reference "
-    "(github:4nt11/DECNET, not on PyPI) to run its client tests against")
+    "master (github:4nt11/DECNET) to run its client tests against")
 
 
 def _missing_modules() -> str:
