@@ -79,7 +79,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-workers", type=int, default=None,
+                        help="aio's thread pool size (default: its own)")
     args = parser.parse_args()
+    if args.max_workers:
+        aio.set_max_workers(args.max_workers)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
