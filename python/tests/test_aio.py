@@ -110,11 +110,15 @@ def test_a_fleet_streams_results_with_async_for(start_worker, rsa_bundle, identi
 
     async def main():
         with dac.Fleet(identity, hosts, verify_hostname=True) as fleet:
-            async def collect():
-                return [r async for r in aio.AsyncFleet(fleet).as_completed("health")]
-            return await _ticks_during(collect())
+            swept = aio.AsyncFleet(fleet)
 
-    results, ticks = asyncio.run(main())
+            async def collect():
+                return [r async for r in swept.as_completed("health")]
+            streamed = await _ticks_during(collect())
+            return streamed, await swept.call("health", [1, 2])
+
+    (results, ticks), called = asyncio.run(main())
+    assert [r.index for r in called] == [1, 2] and all(r.ok for r in called)
     assert [r.index for r in results][-1] == 0  # the stalled host completes last
     assert sorted(r.index for r in results) == [0, 1, 2] and all(r.ok for r in results)
     assert ticks >= 30, f"the loop ticked {ticks} times during a 1 s sweep"
