@@ -103,13 +103,14 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
-async def _off_loop(function: Callable[..., _T], *args: Any) -> _T:
-    """``function(*args)`` on the pool, its library errors turned into the aio classes."""
+async def _off_loop(owner: Any, function: Callable[..., _T], *args: Any) -> _T:
+    """``function(*args)`` on the pool; a library error becomes the aio class, named after
+    ``owner``'s address."""
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(_executor(), functools.partial(function, *args))
     except _errors.DecnetError as error:
-        raise _translate(error, getattr(function, "__self__", None)) from error
+        raise _translate(error, owner) from error
 
 
 # -- errors ---------------------------------------------------------------------
@@ -251,13 +252,7 @@ class _AsyncOwner:
         return self._sync
 
     async def _call(self, name: str, *args: Any) -> Any:
-        owner = self._require()
-        function = getattr(owner, name)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(_executor(), functools.partial(function, *args))
-        except _errors.DecnetError as error:
-            raise _translate(error, self) from error
+        return await _off_loop(self, getattr(self._require(), name), *args)
 
     async def __aexit__(self, *exc: Any) -> None:
         sync, self._sync = self._sync, None
@@ -309,10 +304,7 @@ class AgentClient(_AsyncOwner):
         return client
 
     async def __aenter__(self) -> "AgentClient":
-        try:
-            self._sync = await asyncio.get_running_loop().run_in_executor(_executor(), self._open)
-        except _errors.DecnetError as error:
-            raise _translate(error, self) from error
+        self._sync = await _off_loop(self, self._open)
         return self
 
     async def health(self) -> Dict[str, Any]:
@@ -401,10 +393,7 @@ class UpdaterClient(_AsyncOwner):
         if not self._pin:
             raise FingerprintMismatchError(
                 self._where, "<no updater_cert_fingerprint recorded for host>", "")
-        try:
-            self._sync = await asyncio.get_running_loop().run_in_executor(_executor(), self._open)
-        except _errors.DecnetError as error:
-            raise _translate(error, self) from error
+        self._sync = await _off_loop(self, self._open)
         return self
 
     async def health(self) -> Dict[str, Any]:
@@ -458,7 +447,7 @@ class AsyncFleet:
 
     async def call(self, rpc: str, plan: _Plan = None, **options: Any) -> List[HostResult]:
         """:meth:`Fleet.call` off the loop."""
-        return await _off_loop(functools.partial(self.fleet.call, rpc, plan, **options))
+        return await _off_loop(None, functools.partial(self.fleet.call, rpc, plan, **options))
 
     async def as_completed(self, rpc: str, plan: _Plan = None, *,
                            concurrency: Optional[int] = None,
