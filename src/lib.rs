@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only those before it: [`error`] → [`pki`] →
 //! [`identity`] → `tls` → `rpc` (one exchange, shared by every client) →
-//! [`client`] → [`fleet`]; [`topology`] is pure.
+//! [`client`] → [`fleet`]; [`topology`], [`rollout`] (the policy and plan
+//! of an updater push) and [`shard`] (a deploy split per worker) are pure.
 
 pub mod client;
 pub mod enroll;
@@ -14,8 +15,10 @@ mod hex;
 pub mod identity;
 mod json;
 pub mod pki;
+pub mod rollout;
 mod rpc;
 mod secure_fs;
+pub mod shard;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;
