@@ -36,13 +36,16 @@ fn push_one(master: &Identity, record: &Value, policy: &RolloutPolicy) -> HostRe
     let started = Instant::now();
     let self_update = client.update_self(Tarball::Bytes(TARBALL), SHA);
     let self_time = started.elapsed();
-    let verified = policy.verify.filter(|_| self_update.is_ok()).map(|deadline| {
-        let started = Instant::now();
-        let seen = client
-            .wait_for_release(SHA, deadline, Duration::from_millis(20))
-            .is_ok();
-        (seen, started.elapsed())
-    });
+    let verified = policy
+        .verify
+        .filter(|_| self_update.is_ok())
+        .map(|deadline| {
+            let started = Instant::now();
+            let seen = client
+                .wait_for_release(SHA, deadline, Duration::from_millis(20))
+                .is_ok();
+            (seen, started.elapsed())
+        });
     report.with_self_update(&self_update, self_time, verified)
 }
 
@@ -82,12 +85,19 @@ fn every_behaviour_is_classified_as_the_reference_master_does() {
         };
         let label = member.behaviour.label();
         assert_eq!(report.status, expected, "{label}: {report:?}");
-        let paths: Vec<String> = member.updater.uploads().into_iter().map(|u| u.path).collect();
+        let paths: Vec<String> = member
+            .updater
+            .uploads()
+            .into_iter()
+            .map(|u| u.path)
+            .collect();
         match expected {
             // Agent first, updater second.
             HostStatus::SelfUpdated => assert_eq!(paths, ["/update", "/update-self"], "{label}"),
             // A failed agent update never touches the updater.
-            HostStatus::RolledBack | HostStatus::Failed => assert_eq!(paths, ["/update"], "{label}"),
+            HostStatus::RolledBack | HostStatus::Failed => {
+                assert_eq!(paths, ["/update"], "{label}")
+            }
             _ => assert!(paths.is_empty(), "{label}: {paths:?}"),
         }
         match member.behaviour {
@@ -171,7 +181,10 @@ fn a_failing_canary_stops_the_rollout_before_any_other_upload() {
     assert_eq!(ledgers[1].len(), 1);
     for (i, ledger) in ledgers.iter().enumerate().skip(2) {
         assert_eq!(reports[i].status, HostStatus::NotAttempted);
-        assert!(ledger.is_empty(), "host {i} was not attempted but got {ledger:?}");
+        assert!(
+            ledger.is_empty(),
+            "host {i} was not attempted but got {ledger:?}"
+        );
     }
 }
 
@@ -204,6 +217,9 @@ fn the_failure_budget_halts_at_its_count_and_touches_no_other_host() {
             assert!(ledger.is_empty(), "host {i} got {} uploads", ledger.len());
         }
     }
-    let failed = reports.iter().filter(|r| r.status == HostStatus::Failed).count();
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == HostStatus::Failed)
+        .count();
     assert_eq!(failed, 5);
 }
