@@ -48,17 +48,19 @@ pub enum HostStatus {
 
 impl HostStatus {
     /// Every class, in report order.
-    pub const ALL: [HostStatus; 9] = [
-        HostStatus::Updated,
-        HostStatus::RolledBack,
-        HostStatus::Failed,
-        HostStatus::SelfUpdated,
-        HostStatus::SelfFailed,
-        HostStatus::Queued,
-        HostStatus::NotAttempted,
-        HostStatus::NoUpdaterPin,
-        HostStatus::PinMismatch,
-    ];
+    pub fn all() -> [HostStatus; 9] {
+        [
+            HostStatus::Updated,
+            HostStatus::RolledBack,
+            HostStatus::Failed,
+            HostStatus::SelfUpdated,
+            HostStatus::SelfFailed,
+            HostStatus::Queued,
+            HostStatus::NotAttempted,
+            HostStatus::NoUpdaterPin,
+            HostStatus::PinMismatch,
+        ]
+    }
 
     /// The reference's names (`updated`, `rolled-back`, …) and ours.
     pub fn name(self) -> &'static str {
@@ -230,8 +232,8 @@ impl HostReport {
 /// How many hosts ended in each class, and why the rollout stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Hosts per class, in [`HostStatus::ALL`] order.
-    pub counts: [usize; HostStatus::ALL.len()],
+    /// Hosts per class, in [`HostStatus::all`] order.
+    pub counts: [usize; 9],
     /// Why the rollout ended.
     pub stop: StopReason,
 }
@@ -239,7 +241,7 @@ pub struct Summary {
 impl Summary {
     /// The summary of `reports` for a rollout that ended for `stop`.
     pub fn new<'a>(reports: impl IntoIterator<Item = &'a HostReport>, stop: StopReason) -> Summary {
-        let mut counts = [0; HostStatus::ALL.len()];
+        let mut counts = [0; 9];
         for report in reports {
             counts[report.status as usize] += 1;
         }
@@ -255,7 +257,7 @@ impl Summary {
     pub fn to_json(&self) -> Value {
         let mut object = Map::new();
         object.insert("stop".into(), Value::from(self.stop.name()));
-        for status in HostStatus::ALL {
+        for status in HostStatus::all() {
             object.insert(status.name().into(), Value::from(self.count(status)));
         }
         Value::Object(object)
