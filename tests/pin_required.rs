@@ -57,7 +57,10 @@ fn a_reference_master_row_parses_as_stored() {
         "status": "enrolled", "last_heartbeat": null, "client_cert_fingerprint": PIN,
         "updater_cert_fingerprint": null, "cert_bundle_path": "/var/lib/decnet/ca/workers/w",
         "enrolled_at": "2026-12-01T10:00:00+00:00", "notes": null, "use_ipvlan": true});
-    assert_eq!(HostRecord::from_value(&row).unwrap().pin.as_deref(), Some(PIN));
+    assert_eq!(
+        HostRecord::from_value(&row).unwrap().pin.as_deref(),
+        Some(PIN)
+    );
 }
 
 #[test]

@@ -33,11 +33,13 @@ pub enum Behaviour {
     /// Answers as the contract says and closes a connection idle this long
     /// (the reference worker does after ~5 s).
     ClosesIdle(Duration),
+    /// Takes this long to answer each TLS handshake, then serves normally.
+    SlowHandshake(Duration),
 }
 
 impl Behaviour {
     /// A short lowercase label (`healthy`, `stall`, `wrong-cert`, `refuse`,
-    /// `server-error`, `closes-idle`).
+    /// `server-error`, `closes-idle`, `slow-handshake`).
     pub fn label(self) -> &'static str {
         match self {
             Behaviour::Healthy => "healthy",
@@ -46,6 +48,7 @@ impl Behaviour {
             Behaviour::Refuse => "refuse",
             Behaviour::ServerError => "server-error",
             Behaviour::ClosesIdle(_) => "closes-idle",
+            Behaviour::SlowHandshake(_) => "slow-handshake",
         }
     }
 }
@@ -108,6 +111,9 @@ impl Swarm {
                     Behaviour::Stall(delay) => worker.set_fault(Fault::Stall(delay)),
                     Behaviour::ServerError => worker.set_fault(Fault::ServerError),
                     Behaviour::ClosesIdle(after) => worker.set_fault(Fault::CloseIdleAfter(after)),
+                    Behaviour::SlowHandshake(delay) => {
+                        worker.set_fault(Fault::SlowHandshake(delay))
+                    }
                     Behaviour::WrongCertificate => {
                         worker.swap_certificate(&bundle(&format!("{name}-other"))?)?
                     }

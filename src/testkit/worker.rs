@@ -63,6 +63,9 @@ pub enum Fault {
     SilentTcp,
     /// Send the TLS handshake one byte per interval.
     TrickleHandshake(Duration),
+    /// Wait this long after the ClientHello before answering it, then
+    /// complete the handshake and serve normally.
+    SlowHandshake(Duration),
     /// Send the response head one byte per interval, then the body at once.
     TrickleHead(Duration),
     /// Send the response head at once, then the body one byte per interval.
@@ -417,6 +420,10 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
             return;
         }
         Fault::TrickleHandshake(interval) => Some(interval),
+        Fault::SlowHandshake(delay) => {
+            thread::sleep(delay);
+            None
+        }
         _ => None,
     };
     let Ok(mut conn) = ServerConnection::new(config) else {
