@@ -162,6 +162,14 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
         _Result,
         [_IdentityPtr, c_char_p, c_uint16, c_char_p, c_uint32, POINTER(_ClientPtr)],
     ),
+    "decnet_client_new_from_host_json_unpinned": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint32, POINTER(_ClientPtr)],
+    ),
+    "decnet_client_new_unpinned": (
+        _Result,
+        [_IdentityPtr, c_char_p, c_uint16, c_uint32, POINTER(_ClientPtr)],
+    ),
     "decnet_client_connect": (_Result, [_ClientPtr]),
     "decnet_client_describe": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
     "decnet_client_free": (None, [_ClientPtr]),
@@ -203,6 +211,7 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_last_error_expected_fingerprint": (c_char_p, []),
     "decnet_last_error_actual_fingerprint": (c_char_p, []),
     "decnet_last_error_may_have_reached_worker": (c_bool, []),
+    "decnet_last_error_timeout_phase": (c_uint32, []),
     "decnet_pki_ensure_ca": (_Result, [c_char_p, POINTER(_OwnedStr)]),
     "decnet_pki_issue_worker_bundle": (
         _Result,

@@ -294,7 +294,9 @@ class AgentClient(_AsyncOwner):
                 client = Client.from_host(identity, dict(self._host, agent_port=self._port),
                                           verify_hostname=self._verify_hostname)
             else:
-                client = Client.connect_to(identity, self._address, self._port,
+                # An address without a host record carries no pin, as the
+                # reference's client: the explicit unpinned opt-out.
+                client = Client.connect_to(identity, self._address, self._port, None,
                                            verify_hostname=self._verify_hostname)
         try:
             client.connect()  # the handshake, pin checked inside it: fail at `async with`

@@ -77,13 +77,19 @@ class Client(_HandleOwner):
 
     @classmethod
     def from_host(cls, identity: Identity, host_record: Union[Dict[str, Any], str],
-                  verify_hostname: Optional[bool] = None) -> "Client":
+                  verify_hostname: Optional[bool] = None, *,
+                  allow_unpinned: bool = False) -> "Client":
         """A client for the worker in ``host_record`` (a dict or its JSON text).
 
         The record's fields: ``address`` (required), ``agent_port`` (missing,
         null or 0: 8765), ``uuid``, ``name`` and ``client_cert_fingerprint``
         (the pin: hex SHA-256 of the worker's certificate, any case, ``:``
-        separators allowed; null: no pin). Other fields are ignored.
+        separators allowed), plus the other columns of the reference
+        master's record; any other key is refused by name
+        (:class:`InvalidArgumentError`), so a misspelt pin cannot pass.
+
+        Pinning fails closed: a record without a pin is refused unless
+        ``allow_unpinned=True`` says so explicitly (logged at warn).
 
         ``verify_hostname``: True or False, or None to read the environment
         variable ``DECNET_VERIFY_HOSTNAME`` (``true``/``false``, on when unset)
@@ -91,27 +97,34 @@ class Client(_HandleOwner):
         """
         out = _ClientPtr()
         record = _c_json(host_record, "host_record")
+        new = (lib.decnet_client_new_from_host_json_unpinned if allow_unpinned
+               else lib.decnet_client_new_from_host_json)
         with identity._handle as id_pointer:
-            _check(lib.decnet_client_new_from_host_json(
-                id_pointer, record, _hostname_choice(verify_hostname), byref(out)))
+            _check(new(id_pointer, record, _hostname_choice(verify_hostname), byref(out)))
         return cls(out)
 
     @classmethod
-    def connect_to(cls, identity: Identity, address: str, port: int, pin: Optional[str] = None,
+    def connect_to(cls, identity: Identity, address: str, port: int, pin: Optional[str],
                    verify_hostname: Optional[bool] = None) -> "Client":
         """A client for ``address`` (IPv4, IPv6 or DNS name) and ``port`` (0: 8765).
 
-        ``pin`` is the worker certificate's SHA-256 fingerprint (any case,
-        ``:`` separators allowed) or None. ``verify_hostname`` as in
-        :meth:`from_host`.
+        ``pin`` is required: the worker certificate's SHA-256 fingerprint
+        (any case, ``:`` separators allowed), or ``None`` given explicitly
+        to connect unpinned (the explicit opt-out, logged at warn).
+        ``verify_hostname`` as in :meth:`from_host`.
         """
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 0xFFFF:
             raise _invalid("port", f"must be an integer from 0 to 65535, not {port!r}")
         out = _ClientPtr()
         with identity._handle as id_pointer:
-            _check(lib.decnet_client_new(
-                id_pointer, _c_text(address, "address"), port,
-                _c_text(pin, "pin", optional=True), _hostname_choice(verify_hostname), byref(out)))
+            if pin is None:
+                _check(lib.decnet_client_new_unpinned(
+                    id_pointer, _c_text(address, "address"), port,
+                    _hostname_choice(verify_hostname), byref(out)))
+            else:
+                _check(lib.decnet_client_new(
+                    id_pointer, _c_text(address, "address"), port,
+                    _c_text(pin, "pin"), _hostname_choice(verify_hostname), byref(out)))
         return cls(out)
 
     # -- lifetime -----------------------------------------------------------

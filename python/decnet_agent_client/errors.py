@@ -90,10 +90,30 @@ class PinMismatchError(DecnetError):
         self.actual = actual
 
 
+#: Timeout phases by their ``decnet_timeout_phase`` number, as
+#: :attr:`AgentTimeoutError.phase` names them.
+TIMEOUT_PHASES = {1: "connect", 2: "handshake", 3: "write", 4: "read", 5: "pool", 6: "deadline"}
+
+
 class AgentTimeoutError(DecnetError, TimeoutError):
-    """A timeout of the call's profile expired. Also a builtin :class:`TimeoutError`."""
+    """A timeout of the call's profile, or a deadline set over many calls,
+    expired. Also a builtin :class:`TimeoutError`.
+
+    Attributes:
+        phase: which phase ran out of time: ``"connect"``, ``"handshake"``,
+            ``"write"``, ``"read"``, ``"pool"`` or ``"deadline"`` (a fleet
+            sweep's or a release wait's).
+        may_have_reached_worker: True once any byte of the request had left,
+            so a POST may have taken effect; False means nothing was sent.
+    """
 
     code = 8
+
+    def __init__(self, message: str, *, phase: Optional[str] = None,
+                 may_have_reached_worker: bool = False, **kw: Any):
+        super().__init__(message, **kw)
+        self.phase = phase
+        self.may_have_reached_worker = may_have_reached_worker
 
 
 class HTTPStatusError(DecnetError):
@@ -222,6 +242,9 @@ def last_error(result: int) -> DecnetError:
         kw["expected"] = _text(lib.decnet_last_error_expected_fingerprint())
         kw["actual"] = _text(lib.decnet_last_error_actual_fingerprint())
     elif cls is ConnectionLostError:
+        kw["may_have_reached_worker"] = bool(lib.decnet_last_error_may_have_reached_worker())
+    elif cls is AgentTimeoutError:
+        kw["phase"] = TIMEOUT_PHASES.get(int(lib.decnet_last_error_timeout_phase()))
         kw["may_have_reached_worker"] = bool(lib.decnet_last_error_may_have_reached_worker())
     return cls(message or _result_name(result), **kw)
 

@@ -13,6 +13,7 @@ from ._native import DECNET_OK, _CSweepOptions, _CTimeouts, _FleetCallback, _Fle
 from .client import HandshakeCounts, _handshake_counts, _set_resumption
 from .errors import (
     _ERROR_CLASSES,
+    AgentTimeoutError,
     ConnectionLostError,
     DecnetError,
     HTTPStatusError,
@@ -30,6 +31,15 @@ FLEET_RPCS = ("health", "status", "topology-state", "self-destruct", "deploy", "
               "teardown", "apply-topology", "teardown-topology")
 
 
+def _deadline_ms(seconds: float) -> int:
+    """A deadline in milliseconds: greater than zero, as the C library requires
+    (0 there means "none"), so ``0`` is refused rather than read as 1 ms."""
+    ms = _to_ms(seconds, "deadline")
+    if ms == 0:
+        raise _invalid("deadline", "must be greater than zero")
+    return ms
+
+
 def _error_from_json(error: Dict[str, Any]) -> DecnetError:
     """The typed exception for one host's error object (see :class:`HostResult`)."""
     code = int(error.get("code", 0))
@@ -42,6 +52,9 @@ def _error_from_json(error: Dict[str, Any]) -> DecnetError:
         kw["expected"] = error.get("expected_fingerprint")
         kw["actual"] = error.get("actual_fingerprint")
     elif cls is ConnectionLostError:
+        kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
+    elif cls is AgentTimeoutError:
+        kw["phase"] = error.get("timeout_phase")
         kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
     return cls(error.get("message") or kw["kind"], **kw)
 
@@ -155,9 +168,7 @@ class Fleet(_HandleOwner):
 
     def set_deadline(self, seconds: Optional[float]) -> None:
         """Sets (or, with None, clears) the default deadline of a call, in seconds."""
-        ms = 0 if seconds is None else _to_ms(seconds, "deadline")
-        if seconds is not None and ms == 0:
-            raise _invalid("deadline", "must be greater than zero")
+        ms = 0 if seconds is None else _deadline_ms(seconds)
         with self._handle as pointer:
             _check(lib.decnet_fleet_set_deadline_ms(pointer, ms))
 
@@ -174,7 +185,7 @@ class Fleet(_HandleOwner):
         """
         options = _CSweepOptions(
             0 if concurrency is None else _count(concurrency, "concurrency"),
-            0 if deadline is None else max(_to_ms(deadline, "deadline"), 1))
+            0 if deadline is None else _deadline_ms(deadline))
         plan_text = _plan_json(plan)
         failure: List[BaseException] = []
 

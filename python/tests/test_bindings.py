@@ -289,7 +289,7 @@ def test_lookup_explicit_path_is_not_second_guessed(tmp_path):
 
 def test_text_with_nul_is_refused_not_truncated(identity):
     with pytest.raises(dac.InvalidArgumentError, match="NUL"):
-        dac.Client.connect_to(identity, "127.0.0.1\0evil", 1)
+        dac.Client.connect_to(identity, "127.0.0.1\0evil", 1, None)
     with pytest.raises(dac.InvalidArgumentError, match="NUL"):
         dac.fingerprint_file("/etc/passwd\0x")
 
@@ -306,7 +306,7 @@ def test_malformed_json_and_bad_host_records(identity):
     with pytest.raises(dac.InvalidArgumentError, match="fingerprint|pin"):  # see report: names `fingerprint`
         dac.Client.connect_to(identity, "127.0.0.1", 1, pin="zz" * 32)
     with pytest.raises(dac.InvalidArgumentError, match="port"):
-        dac.Client.connect_to(identity, "127.0.0.1", 65536)
+        dac.Client.connect_to(identity, "127.0.0.1", 65536, None)
     with pytest.raises(dac.InvalidArgumentError):
         dac.Client.from_host(identity, {"address": object()})  # not JSON-serialisable
 
@@ -315,7 +315,7 @@ def test_host_record_forms_and_describe(identity):
     record = {"address": "127.0.0.1", "agent_port": None, "name": "w-9", "uuid": "u", "extra": [1]}
     with dac.Client.from_host(identity, record) as by_dict, \
             dac.Client.from_host(identity, '{"address": "127.0.0.1", "agent_port": 0}') as by_text, \
-            dac.Client.connect_to(identity, "::1", 9000) as v6:
+            dac.Client.connect_to(identity, "::1", 9000, None) as v6:
         assert by_dict.describe() == "AgentClient(name='w-9', address='127.0.0.1', port=8765)"
         assert repr(by_dict) == by_dict.describe()
         assert by_text.describe() == "AgentClient(name=None, address='127.0.0.1', port=8765)"
@@ -323,7 +323,7 @@ def test_host_record_forms_and_describe(identity):
 
 
 def test_timeouts_defaults_and_changes(identity):
-    with dac.Client.connect_to(identity, "127.0.0.1", 1) as client:
+    with dac.Client.connect_to(identity, "127.0.0.1", 1, None) as client:
         assert client.get_timeouts("control") == (5, 15, 5, 5)
         assert client.get_timeouts("deploy") == (10, 600, 30, 5)
         assert client.get_timeouts("topology-apply") == (10, 600, 30, 5)
@@ -357,7 +357,7 @@ def test_timeouts_defaults_and_changes(identity):
 
 
 def test_closed_objects(identity, ca_dir):
-    client = dac.Client.connect_to(identity, "127.0.0.1", 1)
+    client = dac.Client.connect_to(identity, "127.0.0.1", 1, None)
     client.close()
     client.close()  # idempotent
     assert client.closed and repr(client) == "<Client closed>"
@@ -367,11 +367,11 @@ def test_closed_objects(identity, ca_dir):
         client.get_timeouts("control")
     ident = dac.Identity.ensure(ca_dir)
     fingerprint = ident.fingerprint
-    survivor = dac.Client.connect_to(ident, "127.0.0.1", 1)
+    survivor = dac.Client.connect_to(ident, "127.0.0.1", 1, None)
     ident.close()
     assert repr(ident) == "<Identity closed>"
     with pytest.raises(dac.ClosedError):
-        dac.Client.connect_to(ident, "127.0.0.1", 1)
+        dac.Client.connect_to(ident, "127.0.0.1", 1, None)
     assert ident.fingerprint == fingerprint  # cached before close
     # A client keeps its own copy of the identity's material.
     with survivor:

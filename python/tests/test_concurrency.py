@@ -57,7 +57,7 @@ def test_eight_threads_two_hundred_calls_each(client, worker):
 def test_errors_stay_on_their_own_thread(identity, worker, free_port):
     """Each thread's exception carries its own detail although all fail at once."""
     good = dac.Client.from_host(identity, worker.host_record(), verify_hostname=True)
-    refused = dac.Client.connect_to(identity, "127.0.0.1", free_port)
+    refused = dac.Client.connect_to(identity, "127.0.0.1", free_port, None)
     worker.set_fault(None)
     failures = []
     barrier = threading.Barrier(6)

@@ -157,6 +157,13 @@ def test_deadline_and_bad_plans(swarm, fleet):
     results = fleet.health(stalled, deadline=0.5)
     assert time.monotonic() - began < 5
     assert all(isinstance(r.error, dac.AgentTimeoutError) for r in results)
+    # Cut by the sweep's deadline after the request had left.
+    assert all(r.error.phase == "deadline" and r.error.may_have_reached_worker for r in results)
+    # A zero deadline is refused, in a call as in the fleet's default.
+    with pytest.raises(dac.InvalidArgumentError, match="deadline"):
+        fleet.health(deadline=0)
+    with pytest.raises(dac.InvalidArgumentError, match="deadline"):
+        fleet.set_deadline(0)
     with pytest.raises(dac.InvalidArgumentError, match="plan\\[1\\].host"):
         fleet.health([0, hosts[0]["uuid"]])
     with pytest.raises(dac.InvalidArgumentError, match="rpc"):

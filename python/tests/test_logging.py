@@ -125,7 +125,7 @@ def test_failures_are_logged_with_their_kind(logger, identity, free_port):
     handler = Collect()
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR)
-    with dac.Client.connect_to(identity, "127.0.0.1", free_port) as c:
+    with dac.Client.connect_to(identity, "127.0.0.1", free_port, None) as c:
         with pytest.raises(dac.ConnectError):
             c.connect()
         with pytest.raises(dac.ConnectError):

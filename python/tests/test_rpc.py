@@ -240,7 +240,7 @@ def test_deploy_config_checked_before_any_traffic(client, worker):
 
 
 def test_connect_refused(identity, free_port):
-    with dac.Client.connect_to(identity, "127.0.0.1", free_port) as client:
+    with dac.Client.connect_to(identity, "127.0.0.1", free_port, None) as client:
         with pytest.raises(dac.ConnectError) as caught:
             client.connect()
         assert caught.value.kind == "connect" and str(free_port) in caught.value.message
@@ -261,6 +261,9 @@ def test_stalling_worker_times_out(client, worker):
     assert 0.25 <= elapsed < 3, elapsed
     assert isinstance(caught.value, TimeoutError)  # the builtin
     assert caught.value.kind == "timeout" and "read" in caught.value.message
+    # The phase, and that the request had left, as the library knows them.
+    assert caught.value.phase == "read"
+    assert caught.value.may_have_reached_worker is True
     with pytest.raises(TimeoutError):
         client.teardown()
     # The topology profiles are separate: a long read budget rides out a short stall.

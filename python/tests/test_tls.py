@@ -145,18 +145,18 @@ def test_hostname_from_the_environment(identity, far_worker, monkeypatch, value,
 
 def test_hostname_environment_is_read_when_the_client_is_made(identity, far_worker, monkeypatch):
     monkeypatch.setenv("DECNET_VERIFY_HOSTNAME", "false")
-    client = dac.Client.connect_to(identity, "127.0.0.1", far_worker.port)
+    client = dac.Client.connect_to(identity, "127.0.0.1", far_worker.port, None)
     monkeypatch.setenv("DECNET_VERIFY_HOSTNAME", "true")
     with client:
         assert client.health() == {"status": "ok"}
-    with dac.Client.connect_to(identity, "127.0.0.1", far_worker.port) as strict:
+    with dac.Client.connect_to(identity, "127.0.0.1", far_worker.port, None) as strict:
         with pytest.raises(dac.TLSError):
             strict.health()
     monkeypatch.setenv("DECNET_VERIFY_HOSTNAME", "maybe")
     with pytest.raises(dac.InvalidArgumentError, match="DECNET_VERIFY_HOSTNAME"):
-        dac.Client.connect_to(identity, "127.0.0.1", far_worker.port)
+        dac.Client.connect_to(identity, "127.0.0.1", far_worker.port, None)
     # an explicit choice ignores the environment
-    assert dac.Client.connect_to(identity, "127.0.0.1", far_worker.port, verify_hostname=False).health()
+    assert dac.Client.connect_to(identity, "127.0.0.1", far_worker.port, None, verify_hostname=False).health()
 
 
 def test_ipv6_worker(identity, start_worker, ca_dir, tmp_path):
@@ -478,3 +478,18 @@ def test_tls12_sessions_are_never_resumed_against_openssl(identity, start_worker
 def test_large_answer(client, worker):
     worker.health_padding = 4 * 1024 * 1024
     assert len(client.health()["padding"]) == 4 * 1024 * 1024
+
+
+def test_a_missing_pin_fails_closed_and_opting_out_is_explicit(identity, worker):
+    pinless = {"address": "127.0.0.1", "agent_port": worker.port}
+    with pytest.raises(dac.InvalidArgumentError, match="client_cert_fingerprint"):
+        dac.Client.from_host(identity, pinless)
+    misspelt = dict(pinless, client_cert_fingerprnt="00" * 32)
+    with pytest.raises(dac.InvalidArgumentError, match="client_cert_fingerprnt"):
+        dac.Client.from_host(identity, misspelt, allow_unpinned=True)
+    with pytest.raises(TypeError):
+        dac.Client.connect_to(identity, "127.0.0.1", worker.port)  # type: ignore[call-arg]
+    with dac.Client.from_host(identity, pinless, allow_unpinned=True) as client:
+        assert client.health() == {"status": "ok"}
+    with dac.Client.connect_to(identity, "127.0.0.1", worker.port, None) as client:
+        assert client.health() == {"status": "ok"}

@@ -204,8 +204,8 @@ pub struct UpdaterMember {
     /// How it behaves.
     pub behaviour: UpdaterBehaviour,
     /// Its host record (uuid `uuid-u<i>`, name `u<i>`, `address`,
-    /// `updater_port`, `updater_cert_fingerprint` as its behaviour says,
-    /// and `behaviour`: its label).
+    /// `updater_port`, `updater_cert_fingerprint` as its behaviour says);
+    /// only fields a host record may carry.
     pub record: Value,
     /// The running stand-in updater; its uploads are this member's ledger.
     pub updater: StandInUpdater,
@@ -233,7 +233,6 @@ impl UpdaterSwarm {
                 _ => Value::String(updater.fingerprint()),
             };
             let record = json!({
-                "behaviour": behaviour.label(),
                 "uuid": format!("uuid-{name}"),
                 "name": name,
                 "address": "127.0.0.1",
