@@ -10,6 +10,7 @@ use ureq::unversioned::transport::{ConnectionDetails, Connector, NextTimeout};
 use super::session::TlsSession;
 use super::transport::{deadline_of, TlsTransport};
 use crate::error::Error;
+use crate::events;
 
 /// The ureq connector: hands out the warm connection when there is one,
 /// otherwise opens and verifies a new one. Refuses plain HTTP.
@@ -32,6 +33,9 @@ impl Connector<()> for PinnedConnector {
                 "plain HTTP is refused",
             ))));
         }
+        // ureq connects outside its pool's lock: a connection it retired
+        // while checking the pool is reported before the new one opens.
+        events::raise_deferred();
         if let Some(transport) = self.session.take_warm() {
             return Ok(Some(transport));
         }
