@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use decnet_agent_client::events::{self, Level};
 use decnet_agent_client::fleet::{error_to_json, Call, Flow, SweepOptions};
-use decnet_agent_client::testkit::{
-    raise_fd_limit, Behaviour, Fault, Swarm, TestPki,
-};
+use decnet_agent_client::testkit::{raise_fd_limit, Behaviour, Fault, Swarm, TestPki};
 use decnet_agent_client::{Error, Fleet, HostnameVerification, Outcome, TimeoutPhase};
 use serde_json::json;
 
@@ -55,7 +53,11 @@ fn a_deadline_cut_deploy_is_never_sent_afterwards() {
         worker.set_fault(Fault::TrickleHandshake(Duration::from_millis(2)));
     }
     let fleet = fleet_of(&pki, &swarm);
-    let call = Call::from_json("deploy", &json!({"config": {"deckies": []}})).unwrap();
+    let call = Call::from_json(
+        "deploy",
+        &json!({"config": {"deckies": [{"name": "d1", "services": ["ssh"]}]}}),
+    )
+    .unwrap();
     let (threads, fds) = (fleet_threads(), open_fds());
     let began = Instant::now();
     let options = SweepOptions {
@@ -64,7 +66,11 @@ fn a_deadline_cut_deploy_is_never_sent_afterwards() {
     };
     let results = fleet.sweep_all(&call, options, |_| Flow::Continue).unwrap();
     let took = began.elapsed();
-    assert_eq!(fleet_threads(), threads, "fleet threads right after the sweep");
+    assert_eq!(
+        fleet_threads(),
+        threads,
+        "fleet threads right after the sweep"
+    );
     assert!(took < Duration::from_secs(2), "the sweep took {took:?}");
     for result in &results {
         match &result.outcome {
@@ -159,6 +165,11 @@ fn a_hook_may_call_the_same_client_from_every_event() {
         events::set_hook(Level::Trace, move |event| {
             seen.lock().unwrap().push(event.name().to_string());
             let _ = fleet.client(0).unwrap().health();
+            if event.name() == "request.sent" {
+                // Long enough for the worker to close the idle connection
+                // the call is about to take from the pool: ureq retires it.
+                thread::sleep(Duration::from_millis(100));
+            }
         });
     }
     let (tx, rx) = mpsc::channel();
