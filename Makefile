@@ -61,6 +61,15 @@ install-lib: lib
 	# The archive keeps the symbols a link needs, but not the standard library's debug info.
 	$(STRIP) --strip-debug $(DESTDIR)$(LIBDIR)/lib$(NAME).a
 	install -m 0644 include/$(NAME).h $(DESTDIR)$(INCLUDEDIR)/$(NAME).h
+	# The header-only C++17 wrapper and its pkg-config entry (it adds the standard, nothing else).
+	install -m 0644 include/$(NAME).hpp $(DESTDIR)$(INCLUDEDIR)/$(NAME).hpp
+	printf '%s\n' \
+	  'Name: $(NAME)_cxx' \
+	  'Description: header-only C++17 API over decnet_agent_client' \
+	  'Version: $(VERSION)' \
+	  'Requires: $(NAME) = $(VERSION)' \
+	  'Cflags: -std=c++17' \
+	  > $(DESTDIR)$(PKGDIR)/$(NAME)_cxx.pc
 	printf '%s\n' \
 	  'prefix=$(PREFIX)' \
 	  'libdir=$(LIBDIR)' \
@@ -92,5 +101,6 @@ uninstall:
 	      $(DESTDIR)$(ZSHDIR)/_$(CLI) $(DESTDIR)$(FISHDIR)/$(CLI).fish
 	rm -f $(DESTDIR)$(LIBDIR)/lib$(NAME).so* $(DESTDIR)$(LIBDIR)/lib$(NAME).a \
 	      $(DESTDIR)$(INCLUDEDIR)/$(NAME).h $(DESTDIR)$(PKGDIR)/$(NAME).pc \
+	      $(DESTDIR)$(INCLUDEDIR)/$(NAME).hpp $(DESTDIR)$(PKGDIR)/$(NAME)_cxx.pc \
 	      $(DESTDIR)$(CMAKEDIR)/$(NAME)-config.cmake $(DESTDIR)$(CMAKEDIR)/$(NAME)-config-version.cmake
 	-rmdir $(DESTDIR)$(CMAKEDIR)

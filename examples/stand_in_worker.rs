@@ -8,8 +8,8 @@
 //!
 //! Behaviours: `ok` (the contract), `close` (reads each request, then hangs
 //! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML),
-//! `oddkey` (answers 200 with [`ODD_KEY_BODY`], whose key serde_json's
-//! `arbitrary_precision` would misread).
+//! `oddkey` (answers 200 with [`ODD_KEY_BODY`], whose keys serde_json's
+//! `arbitrary_precision` and `raw_value` would misread).
 //!
 //! It also starts stand-in updaters (certificate CN `updater@stand-in`),
 //! one per mode, and writes each one's host record, pinned with
@@ -26,8 +26,9 @@ use decnet_agent_client::testkit::{Fault, StandInUpdater, StandInWorker, Updater
 use decnet_agent_client::Identity;
 
 /// An answer whose object keys must reach every front exactly as written.
-const ODD_KEY_BODY: &str =
-    r#"{"$serde_json::private::Number":"1","nested":{"\u0024serde_json::private::Number":true}}"#;
+/// (Both of serde_json's magic keys, and numbers longer than any machine
+/// type.)
+const ODD_KEY_BODY: &str = r#"{"$serde_json::private::Number":"1","nested":{"\u0024serde_json::private::Number":true},"data":{"$serde_json::private::RawValue":"7"},"big":123456789012345678901234567890,"f":0.10000000000000000000001}"#;
 
 fn main() {
     let Some(dir) = std::env::args().nth(1) else {

@@ -99,6 +99,43 @@ typedef enum decnet_result {
 } decnet_result;
 
 /**
+ * Which phase of a call ran out of time, for
+ * `decnet_last_error_timeout_phase`; the same phases as the Rust
+ * `TimeoutPhase`, numbered from 1.
+ */
+typedef enum decnet_timeout_phase {
+  /**
+   * The last failure was not `DECNET_ERR_TIMEOUT` (or none failed yet).
+   */
+  DECNET_TIMEOUT_PHASE_NONE = 0,
+  /**
+   * Resolving the name and opening the TCP connection.
+   */
+  DECNET_TIMEOUT_PHASE_CONNECT = 1,
+  /**
+   * The TLS handshake.
+   */
+  DECNET_TIMEOUT_PHASE_HANDSHAKE = 2,
+  /**
+   * Sending the request.
+   */
+  DECNET_TIMEOUT_PHASE_WRITE = 3,
+  /**
+   * Waiting for and reading the answer.
+   */
+  DECNET_TIMEOUT_PHASE_READ = 4,
+  /**
+   * Waiting for a connection from the pool.
+   */
+  DECNET_TIMEOUT_PHASE_POOL = 5,
+  /**
+   * An overall deadline over many calls (a fleet sweep's, or the wait
+   * for a release) passed before this call finished.
+   */
+  DECNET_TIMEOUT_PHASE_DEADLINE = 6,
+} decnet_timeout_phase;
+
+/**
  * The timeout profiles of the updater contract.
  */
 enum UpdaterProfile
@@ -349,9 +386,12 @@ const char *decnet_version(void);
 void decnet_string_free(char *s);
 
 /**
- * Makes a client from a host-record JSON object (`address`, optional
- * `agent_port`, `uuid`, `name`, `client_cert_fingerprint`; other fields
- * ignored) presenting `identity`. `hostname_verification` is a
+ * Makes a client from a host-record JSON object (`address`,
+ * `client_cert_fingerprint`, optional `agent_port`, `uuid`, `name`,
+ * `updater_cert_fingerprint`, `updater_port`; any other key is refused)
+ * presenting `identity`. A record without `client_cert_fingerprint` is
+ * refused: connecting unpinned takes
+ * `decnet_client_new_from_host_json_unpinned`. `hostname_verification` is a
  * `decnet_hostname_verification` value. No traffic happens yet.
  *
  * Ownership: `*out` is owned by the caller; free it with
@@ -369,8 +409,9 @@ enum decnet_result decnet_client_new_from_host_json(const struct decnet_identity
 
 /**
  * Makes a client from an address (IPv4, IPv6 or DNS name) and a port (0
- * means 8765), with an optional pin (`NULL` for none; hex SHA-256 in any
- * case, `:` separators allowed). Otherwise as
+ * means 8765), pinned to `pin` (hex SHA-256 in any case, `:` separators
+ * allowed). A `NULL` pin is refused with `DECNET_ERR_INVALID_ARGUMENT`:
+ * connecting unpinned takes `decnet_client_new_unpinned`. Otherwise as
  * `decnet_client_new_from_host_json`.
  */
 enum decnet_result decnet_client_new(const struct decnet_identity *identity,
@@ -379,6 +420,31 @@ enum decnet_result decnet_client_new(const struct decnet_identity *identity,
                                      const char *pin,
                                      uint32_t hostname_verification,
                                      struct decnet_client **out);
+
+/**
+ * The explicit opt-out of pinning, from a host record:
+ * `decnet_client_new_from_host_json` that also accepts a record without
+ * `client_cert_fingerprint` (a pin it carries is still checked). The
+ * client then accepts any certificate the CA issued for the worker; a
+ * warn event `client.unpinned` names it. Ownership and results as
+ * `decnet_client_new_from_host_json`.
+ */
+enum decnet_result decnet_client_new_from_host_json_unpinned(const struct decnet_identity *identity,
+                                                             const char *host_json,
+                                                             uint32_t hostname_verification,
+                                                             struct decnet_client **out);
+
+/**
+ * The explicit opt-out of pinning, from an address and a port (0 means
+ * 8765): a client that accepts any certificate the CA issued for the
+ * worker; a warn event `client.unpinned` names it. Ownership and results
+ * as `decnet_client_new_from_host_json`.
+ */
+enum decnet_result decnet_client_new_unpinned(const struct decnet_identity *identity,
+                                              const char *address,
+                                              uint16_t port,
+                                              uint32_t hostname_verification,
+                                              struct decnet_client **out);
 
 /**
  * Opens and verifies one connection now (chain, hostname, pin), so a
@@ -817,11 +883,18 @@ const char *decnet_last_error_expected_fingerprint(void);
 const char *decnet_last_error_actual_fingerprint(void);
 
 /**
- * When the last failure was `DECNET_ERR_CONNECTION_LOST`: whether the
- * request may have reached the worker (so a POST may have taken effect).
- * False otherwise.
+ * When the last failure was `DECNET_ERR_CONNECTION_LOST` or
+ * `DECNET_ERR_TIMEOUT`: whether some byte of the request had left, so the
+ * worker may have acted on it (a POST may have taken effect). False
+ * otherwise, and false means no byte of the request left.
  */
 bool decnet_last_error_may_have_reached_worker(void);
+
+/**
+ * The phase that ran out of time when the last failure was
+ * `DECNET_ERR_TIMEOUT`; `DECNET_TIMEOUT_PHASE_NONE` otherwise.
+ */
+enum decnet_timeout_phase decnet_last_error_timeout_phase(void);
 
 /**
  * `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`
@@ -1074,9 +1147,13 @@ enum decnet_result decnet_updater_update_self(const struct decnet_updater *updat
 
 /**
  * Polls `GET /health` every `interval_ms` until the active release has git
- * SHA `sha`, for at most `deadline_ms`; `*out_json` then holds that health
- * body. Past the deadline: `DECNET_ERR_TIMEOUT`. See
- * `decnet_updater_health`.
+ * SHA `sha`, for at most `deadline_ms` (every poll is capped by the time
+ * left); `*out_json` then holds that health body. Past the deadline:
+ * `DECNET_ERR_TIMEOUT` (phase `DECNET_TIMEOUT_PHASE_DEADLINE`). Only an
+ * older release and transient failures keep polling (a refused or lost
+ * connection, as while the updater re-executes itself, or a poll's own
+ * timeout); a pin mismatch, TLS failure or HTTP error returns at once.
+ * See `decnet_updater_health`.
  */
 enum decnet_result decnet_updater_wait_for_release(const struct decnet_updater *updater,
                                                    const char *sha,

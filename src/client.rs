@@ -10,6 +10,7 @@ use rustls::pki_types::ServerName;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+use crate::events::{self, Event, Level};
 use crate::identity::Identity;
 use crate::json;
 use crate::pki;
@@ -24,7 +25,19 @@ use crate::topology;
 /// The worker agent's default port.
 pub const DEFAULT_AGENT_PORT: u16 = 8765;
 
-/// A worker as the master records it. Unknown JSON fields are ignored.
+/// The host-record members a client reads or keeps for the updater; any
+/// other key is refused, so a misspelt pin cannot pass unnoticed.
+pub const HOST_RECORD_FIELDS: [&str; 7] = [
+    "uuid",
+    "name",
+    "address",
+    "agent_port",
+    "client_cert_fingerprint",
+    "updater_cert_fingerprint",
+    "updater_port",
+];
+
+/// A worker as the master records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRecord {
     /// IPv4, IPv6 or DNS name to connect to.
@@ -52,7 +65,7 @@ impl HostRecord {
         })
     }
 
-    /// Parses a host record from JSON text.
+    /// Parses a host record from JSON text (see [`HostRecord::from_value`]).
     pub fn from_json(text: &str) -> Result<Self> {
         let value: Value = json::from_str(text)
             .map_err(|e| Error::invalid("host_record", format!("not JSON: {e}")))?;
@@ -60,11 +73,43 @@ impl HostRecord {
     }
 
     /// Reads a host record from a parsed JSON object. A missing or mistyped
-    /// field is an invalid-argument error naming the field.
+    /// field, a key outside [`HOST_RECORD_FIELDS`], and a missing or null
+    /// `client_cert_fingerprint` are invalid-argument errors naming the
+    /// field: a record without a pin is read only through the explicit
+    /// [`HostRecord::from_value_unpinned`].
     pub fn from_value(value: &Value) -> Result<Self> {
+        let record = Self::from_value_unpinned(value)?;
+        if record.pin.is_none() {
+            return Err(Error::invalid(
+                "client_cert_fingerprint",
+                "is missing or null, so the worker's certificate cannot be pinned: \
+                 add the worker's SHA-256 fingerprint to the record, or opt out \
+                 explicitly (CLI --no-pin, C decnet_client_new_from_host_json_unpinned, \
+                 Rust HostRecord::from_value_unpinned)",
+            ));
+        }
+        Ok(record)
+    }
+
+    /// [`HostRecord::from_value`] that accepts a record with no pin (the
+    /// caller's explicit opt-out; a client made from it still needs
+    /// [`AgentClient::new_unpinned`]). Unknown keys are still refused.
+    pub fn from_value_unpinned(value: &Value) -> Result<Self> {
         let object = value
             .as_object()
             .ok_or_else(|| Error::invalid("host_record", "must be a JSON object"))?;
+        if let Some(key) = object
+            .keys()
+            .find(|key| !HOST_RECORD_FIELDS.contains(&key.as_str()))
+        {
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "is not a host-record field (known: {})",
+                    HOST_RECORD_FIELDS.join(", ")
+                ),
+            ));
+        }
         let address = match object.get("address") {
             Some(Value::String(s)) => check_address(s)?,
             Some(_) => return Err(Error::invalid("address", "must be a string")),
@@ -233,8 +278,45 @@ impl fmt::Debug for AgentClient {
 }
 
 impl AgentClient {
-    /// A client for the worker in `record`, presenting `identity`.
+    /// A client for the worker in `record`, presenting `identity`. A record
+    /// without a pin is refused (invalid argument `pin`); connecting
+    /// unpinned takes [`AgentClient::new_unpinned`].
     pub fn new(
+        identity: &Identity,
+        record: HostRecord,
+        hostname: HostnameVerification,
+    ) -> Result<Self> {
+        if record.pin.is_none() {
+            return Err(Error::invalid(
+                "pin",
+                format!(
+                    "no pin for {}: give the worker's SHA-256 fingerprint, or opt out \
+                     explicitly (AgentClient::new_unpinned, --no-pin)",
+                    record.authority()
+                ),
+            ));
+        }
+        Self::open(identity, record, hostname)
+    }
+
+    /// The explicit opt-out of pinning: a client that accepts any
+    /// certificate the CA issued for the worker (a pin in `record`, if any,
+    /// is still checked). Raises a warn event `client.unpinned` naming the
+    /// worker.
+    pub fn new_unpinned(
+        identity: &Identity,
+        record: HostRecord,
+        hostname: HostnameVerification,
+    ) -> Result<Self> {
+        if record.pin.is_none() {
+            events::emit(Level::Warn, || {
+                Event::new(Level::Warn, "client.unpinned").with("address", record.authority())
+            });
+        }
+        Self::open(identity, record, hostname)
+    }
+
+    fn open(
         identity: &Identity,
         record: HostRecord,
         hostname: HostnameVerification,

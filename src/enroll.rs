@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::client::HostRecord;
 use crate::error::{Error, Result};
-use crate::pki::{Bundle, CertificateAuthority, LEAF_VALIDITY_DAYS};
+use crate::pki::{Bundle, CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE, LEAF_VALIDITY_DAYS};
 use crate::secure_fs::{self, DirLock, KEY_MODE};
 
 /// Folder of the CA directory that holds one folder per enrolled worker.
@@ -69,6 +69,15 @@ pub struct Enrolled {
 pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
     check_worker_name(&request.name)?;
     let host = HostRecord::new(&request.address, request.agent_port)?;
+    // No CA yet is "not enrolled", as the C header promises, not an I/O error.
+    for file in [CA_KEY_FILE, CA_CERT_FILE] {
+        if !ca_dir.join(file).exists() {
+            return Err(Error::NotEnrolled {
+                dir: ca_dir.to_path_buf(),
+                missing: file.to_string(),
+            });
+        }
+    }
     let ca = CertificateAuthority::load(ca_dir)?;
 
     let worker_sans = dedup(
@@ -94,7 +103,8 @@ pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
 
     let workers = ca_dir.join(WORKERS_DIR);
     secure_fs::create_private_dir(&workers)?;
-    let _lock = DirLock::acquire(&workers)?;
+    let lock = DirLock::acquire(&workers)?;
+    remove_leftover_staging(&workers, &lock)?;
     let worker_dir = workers.join(&request.name);
     let exists = fs::symlink_metadata(&worker_dir).is_ok();
     if exists && !request.reissue {
@@ -108,6 +118,9 @@ pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
         ));
     }
     if exists {
+        for dir in [worker_dir.clone(), worker_dir.join(UPDATER_DIR)] {
+            secure_fs::remove_leftover_temporaries(&dir, &lock)?;
+        }
         write_bundles(&worker_dir, &worker, updater.as_ref())?;
         if updater.is_none() {
             let stale = worker_dir.join(UPDATER_DIR);
@@ -116,10 +129,11 @@ pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
             }
         }
     } else {
-        let staging = workers.join(format!(".{}.enroll-{}", request.name, std::process::id()));
-        if fs::symlink_metadata(&staging).is_ok() {
-            fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        }
+        let staging = workers.join(format!(
+            ".{}{STAGING_MARK}{}",
+            request.name,
+            std::process::id()
+        ));
         let written = write_bundles(&staging, &worker, updater.as_ref())
             .and_then(|()| secure_fs::rename_durable(&staging, &worker_dir));
         if written.is_err() {
@@ -141,6 +155,32 @@ pub fn enroll(ca_dir: &Path, request: &EnrollRequest) -> Result<Enrolled> {
         updater_dir: updater.as_ref().map(|_| worker_dir.join(UPDATER_DIR)),
         worker_dir,
     })
+}
+
+/// Marks a first enrollment's staging folder: `.<name>.enroll-<pid>`.
+const STAGING_MARK: &str = ".enroll-";
+
+/// Removes the staging folders (and the private keys in them) that
+/// crashed enrollments left in `workers`, whatever their pid. Every
+/// enrollment stages only while holding `workers`' lock, so under `_lock`
+/// none of them belongs to a live process. Links and plain files are left
+/// alone.
+fn remove_leftover_staging(workers: &Path, _lock: &DirLock) -> Result<()> {
+    let entries = fs::read_dir(workers).map_err(|e| Error::io(workers, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(workers, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let staging = name.starts_with('.')
+            && name
+                .rsplit_once(STAGING_MARK)
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()));
+        if staging && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_bundles(dir: &Path, worker: &Bundle, updater: Option<&Bundle>) -> Result<()> {

@@ -72,8 +72,14 @@ pub enum Error {
         reason: String,
     },
 
-    /// A bundle directory does not hold all three enrollment files.
-    #[error("not enrolled: {} lacks {missing}", dir.display())]
+    /// A bundle directory does not hold all three enrollment files, or a CA
+    /// directory has no CA (`missing` is then `ca.key`, and the message
+    /// says to run identity-ensure).
+    #[error("not enrolled: {} lacks {missing}{}", dir.display(), if missing == "ca.key" {
+        format!(" (no CA at {}: run identity-ensure)", dir.display())
+    } else {
+        String::new()
+    })]
     NotEnrolled {
         /// The bundle directory.
         dir: PathBuf,

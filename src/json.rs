@@ -12,13 +12,14 @@ use serde_json::{Map, Number, Value};
 
 /// The key serde_json's `arbitrary_precision` reads as a number.
 const NUMBER_TOKEN: &[u8] = b"$serde_json::private::Number";
-/// Deepest nesting accepted, as serde_json's own limit.
-const MAX_DEPTH: usize = 128;
+/// Most arrays and objects nested in one another, exactly serde_json's own
+/// limit: both paths of [`from_slice`] accept and refuse the same text.
+pub const MAX_NESTING: usize = 127;
 
 /// Parses JSON text into a [`Value`], keeping an object whose key is
 /// `$serde_json::private::Number` an object. The error is a message for the
 /// caller's own error kind.
-pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, String> {
+pub fn from_slice(bytes: &[u8]) -> Result<Value, String> {
     if !may_hold_number_token(bytes) {
         return serde_json::from_slice(bytes).map_err(|e| e.to_string());
     }
@@ -34,7 +35,7 @@ pub(crate) fn from_slice(bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// [`from_slice`] for text.
-pub(crate) fn from_str(text: &str) -> Result<Value, String> {
+pub fn from_str(text: &str) -> Result<Value, String> {
     from_slice(text.as_bytes())
 }
 
@@ -73,11 +74,12 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// A value inside `depth` arrays and objects.
     fn value(&mut self, depth: usize) -> Result<Value, String> {
-        if depth > MAX_DEPTH {
+        self.skip_ws();
+        if matches!(self.peek(), Some(b'{' | b'[')) && depth >= MAX_NESTING {
             return Err(self.error("nesting too deep"));
         }
-        self.skip_ws();
         match self.peek() {
             Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
@@ -245,5 +247,40 @@ mod tests {
         }
         let deep = format!("[\"\\\\\",{}{}]", "[".repeat(200), "]".repeat(200));
         assert!(from_str(&deep).is_err());
+    }
+
+    /// One nesting limit on both paths (plain text, and text the exact
+    /// parser reads), for arrays and objects: serde_json's.
+    #[test]
+    fn both_paths_share_one_nesting_limit() {
+        let nest = |levels: usize, escaped: bool| {
+            let mut text = String::from(if escaped { "\"\\u0041\"" } else { "1" });
+            for level in 0..levels {
+                text = if level % 2 == 0 {
+                    format!("[{text}]")
+                } else {
+                    format!("{{\"k\":{text}}}")
+                };
+            }
+            text
+        };
+        for escaped in [false, true] {
+            for levels in [MAX_NESTING - 1, MAX_NESTING] {
+                let text = nest(levels, escaped);
+                assert!(
+                    from_str(&text).is_ok(),
+                    "{levels} levels, escaped {escaped}"
+                );
+                assert!(serde_json::from_str::<Value>(&text).is_ok(), "{levels}");
+            }
+            for levels in [MAX_NESTING + 1, MAX_NESTING + 2] {
+                let text = nest(levels, escaped);
+                assert!(
+                    from_str(&text).is_err(),
+                    "{levels} levels, escaped {escaped}"
+                );
+                assert!(serde_json::from_str::<Value>(&text).is_err(), "{levels}");
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! [`identity`] → `tls` (verify, resumption, session, handshake, classify,
 //! transport, connector) → `rpc` (one exchange, shared by every client) →
 //! [`client`] → [`fleet`] (plan, the shared sweep engine, results, the
-//! `Fleet`); [`topology`] is pure; `testkit` is used only by tests,
-//! benchmarks and the demo, never by the layers.
+//! `Fleet`); [`topology`], [`rollout`] (the policy and plan of an updater
+//! push) and [`shard`] (a deploy split per worker) are pure; `testkit` is
+//! used only by tests, benchmarks and the demo, never by the layers.
 
 pub mod client;
 pub mod enroll;
@@ -15,10 +16,12 @@ pub mod ffi;
 pub mod fleet;
 mod hex;
 pub mod identity;
-mod json;
+pub mod json;
 pub mod pki;
+pub mod rollout;
 mod rpc;
 mod secure_fs;
+pub mod shard;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod tls;

@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 use crate::hex::lower_hex;
 use crate::secure_fs::{self, DirLock, Secrecy, CERT_MODE, KEY_MODE};
 
+/// The largest key or certificate file this module reads; a larger one is
+/// a `pki` error naming it.
+pub const MAX_FILE_BYTES: u64 = secure_fs::MAX_PKI_FILE_BYTES;
+
 /// File name of the CA private key inside the CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
 /// File name of the CA certificate (in the CA directory and in every bundle).

@@ -88,7 +88,7 @@ pub fn check_dir(dir: &Path) -> Result<Metadata> {
 /// itself, that nobody but its owner can change it (nor, for a key, read
 /// it) and that it belongs to the calling user or root.
 pub fn read_checked(path: &Path, secrecy: Secrecy) -> Result<Vec<u8>> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::pki(path, "is not a regular file"));
@@ -109,9 +109,35 @@ pub fn read_checked(path: &Path, secrecy: Secrecy) -> Result<Vec<u8>> {
             ),
         ));
     }
+    read_bounded(path, file, &meta)
+}
+
+/// The largest key, certificate or CA file read: far above any real PEM
+/// bundle, far below what could exhaust memory.
+pub const MAX_PKI_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads at most [`MAX_PKI_FILE_BYTES`] of an opened file; a larger (or
+/// sparse, or growing) file is a `pki` error naming it, never an attempt
+/// to allocate its claimed size.
+fn read_bounded(path: &Path, file: File, meta: &Metadata) -> Result<Vec<u8>> {
+    let too_big = || {
+        Error::pki(
+            path,
+            format!(
+                "is larger than {MAX_PKI_FILE_BYTES} bytes, more than any key or certificate file; refused"
+            ),
+        )
+    };
+    if meta.len() > MAX_PKI_FILE_BYTES {
+        return Err(too_big());
+    }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes)
+    file.take(MAX_PKI_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_PKI_FILE_BYTES {
+        return Err(too_big());
+    }
     Ok(bytes)
 }
 
@@ -176,9 +202,12 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     sync_parent(to)
 }
 
-/// Reads a whole file, mapping errors to [`Error::Io`] with the path.
+/// Reads a whole certificate file with no ownership checks, at most
+/// [`MAX_PKI_FILE_BYTES`], mapping errors to [`Error::Io`] with the path.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| Error::io(path, e))
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    read_bounded(path, file, &meta)
 }
 
 /// Fsyncs the directory that holds `path`, so a rename survives a crash.

@@ -214,7 +214,7 @@ impl UpdaterClient {
         port: u16,
         hostname: HostnameVerification,
     ) -> Result<Self> {
-        let host = HostRecord::from_value(record)?;
+        let host = HostRecord::from_value_unpinned(record)?;
         let pin = match record.get("updater_cert_fingerprint") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.as_str()),
@@ -360,10 +360,18 @@ impl UpdaterClient {
     }
 
     /// Polls `GET /health` until the active release has git SHA `sha`, and
-    /// returns that health body. Failed polls (the updater restarting) are
-    /// retried every `interval` until `deadline` has passed since the call;
-    /// then the error is a read [`Error::Timeout`]. Each poll's own timeouts
-    /// are cut to the time left.
+    /// returns that health body; after `deadline` (counted from the call)
+    /// the error is an [`Error::Timeout`] in the deadline phase. Every poll,
+    /// the stale-connection retry included, is capped by the time left
+    /// overall, so the call ends within `deadline` plus a few milliseconds.
+    ///
+    /// Only two outcomes keep polling, every `interval`: a release that is
+    /// not (yet) `sha`, and a transient failure of a poll: a refused or
+    /// unreachable connection, a connection lost, a poll's own timeout. An
+    /// updater that re-executes itself (update-self) refuses connections
+    /// for a moment, so a refusal is not final. Anything else (a pin
+    /// mismatch, a TLS failure, an HTTP error, a malformed answer) is
+    /// returned at once: waiting would not change it.
     pub fn wait_for_release(
         &self,
         sha: &str,
@@ -376,25 +384,19 @@ impl UpdaterClient {
         let until = Instant::now() + deadline;
         let interval = interval.max(Duration::from_millis(10));
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= until {
                 return Err(Error::Timeout {
                     address: rpc::authority(&self.address, self.port),
                     phase: TimeoutPhase::Deadline,
                     may_have_reached_worker: false,
                 });
             }
-            let base = self.timeouts(UpdaterProfile::Control);
-            let poll = Timeouts {
-                connect: base.connect.min(left),
-                read: base.read.min(left),
-                write: base.write.min(left),
-                pool: base.pool,
-            };
-            if let Ok(health) = self.channel.get("/health", poll) {
-                if active_sha(&health) == Some(sha) {
-                    return Ok(health);
-                }
+            let poll = self.timeouts(UpdaterProfile::Control);
+            match rpc::within_deadline(Some(until), || self.channel.get("/health", poll)) {
+                Ok(health) if active_sha(&health) == Some(sha) => return Ok(health),
+                Ok(_) => {}
+                Err(error) if is_transient(&error) => {}
+                Err(error) => return Err(error),
             }
             thread::sleep(interval.min(until.saturating_duration_since(Instant::now())));
         }
@@ -422,6 +424,14 @@ impl UpdaterClient {
         self.channel
             .post_form(path, form, self.timeouts(UpdaterProfile::Update))
     }
+}
+
+/// A poll failure that a restarting updater causes and that may pass.
+fn is_transient(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Connect { .. } | Error::ConnectionLost { .. } | Error::Timeout { .. }
+    )
 }
 
 /// The `sha` of the release whose `slot` is `active` in a health or

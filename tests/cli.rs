@@ -277,6 +277,7 @@ fn exit_codes_tell_the_error_kind() {
                 "127.0.0.1",
                 "--port",
                 &port,
+                "--no-pin",
                 "health",
             ],
             None,
@@ -445,4 +446,143 @@ fn an_unprotected_master_key_is_refused_with_the_fix() {
         stderr.contains(&format!("chmod 600 {}", key.display())) && stderr.contains("0640"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_record_without_a_pin_or_with_a_misspelt_key_is_refused() {
+    let w = World::new();
+    let ca = w.pki.dir().to_str().unwrap().to_string();
+    let unpinned = w.worker.host_record("cli-worker", false).to_string();
+    let mut misspelt = w.worker.host_record("cli-worker", true);
+    let pin = misspelt["client_cert_fingerprint"].take();
+    misspelt
+        .as_object_mut()
+        .unwrap()
+        .remove("client_cert_fingerprint");
+    misspelt["client_cert_fingerprnt"] = pin;
+    let unpinned = w.write("unpinned.json", &unpinned);
+    let misspelt = w.write("misspelt.json", &misspelt.to_string());
+
+    let refused = fails(
+        run(&["--ca-dir", &ca, "--host-json", &unpinned, "health"], None),
+        11,
+        "invalid_argument",
+    );
+    assert!(
+        refused.contains("client_cert_fingerprint") && refused.contains("--no-pin"),
+        "{refused}"
+    );
+    let refused = fails(
+        run(&["--ca-dir", &ca, "--host-json", &misspelt, "health"], None),
+        11,
+        "invalid_argument",
+    );
+    assert!(refused.contains("client_cert_fingerprnt"), "{refused}");
+    // --no-pin does not excuse a key the record does not have.
+    fails(
+        run(
+            &[
+                "--ca-dir",
+                &ca,
+                "--host-json",
+                &misspelt,
+                "--no-pin",
+                "health",
+            ],
+            None,
+        ),
+        11,
+        "invalid_argument",
+    );
+    assert_eq!(w.worker.connections(), 0, "refused before any connection");
+
+    // --pin stands in for the record's, --no-pin opts out (warned under -v).
+    let fp = w.worker.fingerprint();
+    ok(run(
+        &[
+            "--ca-dir",
+            &ca,
+            "--host-json",
+            &unpinned,
+            "--pin",
+            &fp,
+            "health",
+        ],
+        None,
+    ));
+    let out = run(
+        &[
+            "--ca-dir",
+            &ca,
+            "--host-json",
+            &unpinned,
+            "--no-pin",
+            "-v",
+            "health",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(r#""level":"warn","event":"client.unpinned""#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_address_without_a_pin_needs_no_pin() {
+    let w = World::new();
+    let ca = w.pki.dir().to_str().unwrap().to_string();
+    let port = w.worker.port().to_string();
+    let base = ["--ca-dir", &ca, "--address", "127.0.0.1", "--port", &port];
+    let refused = fails(
+        run(&[&base[..], &["health"]].concat(), None),
+        11,
+        "invalid_argument",
+    );
+    assert!(
+        refused.contains("--pin") && refused.contains("--no-pin"),
+        "{refused}"
+    );
+    assert_eq!(w.worker.connections(), 0, "refused before any connection");
+    ok(run(&[&base[..], &["--no-pin", "health"]].concat(), None));
+    let fp = w.worker.fingerprint();
+    ok(run(&[&base[..], &["--pin", &fp, "health"]].concat(), None));
+    // The two contradict each other: a usage error.
+    let both = run(
+        &[&base[..], &["--pin", &fp, "--no-pin", "health"]].concat(),
+        None,
+    );
+    assert_eq!(both.status.code(), Some(2));
+
+/// A deploy config read by the CLI reaches the worker as written: a key
+/// spelled like serde_json's private number token stays a key (with a
+/// string or a number under it), and long numbers keep their literals.
+#[test]
+fn a_deploy_config_keyed_like_serde_jsons_private_number_reaches_the_worker_as_written() {
+    let w = World::new();
+    let config = w.write(
+        "config.json",
+        r#"{"deckies":[{"name":"d1","services":["ssh"]}],"extra":{"$serde_json::private::Number":"12"},"n":{"$serde_json::private::Number":12},"big":123456789012345678901234567890}"#,
+    );
+    assert_eq!(
+        ok(w.run(&["deploy", "--config", &config]))["status"],
+        "accepted"
+    );
+    let ledger = w.worker.ledger();
+    let deploy = ledger
+        .iter()
+        .find(|e| e.path == "/deploy")
+        .expect("the deploy reached the worker");
+    let sent = &deploy.body["config"];
+    assert_eq!(
+        sent["extra"],
+        json!({"$serde_json::private::Number": "12"}),
+        "{sent}"
+    );
+    assert!(sent["extra"].is_object(), "{sent}");
+    assert!(sent["n"].is_object(), "{sent}");
+    assert_eq!(sent["n"]["$serde_json::private::Number"].to_string(), "12");
+    assert_eq!(sent["big"].to_string(), "123456789012345678901234567890");
 }

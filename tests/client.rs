@@ -412,7 +412,7 @@ fn nothing_listening_is_a_connect_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let client = AgentClient::new(
+    let client = AgentClient::new_unpinned(
         &pki.master,
         HostRecord::new("127.0.0.1", port).unwrap(),
         HostnameVerification::On,
@@ -420,7 +420,7 @@ fn nothing_listening_is_a_connect_error() {
     .unwrap();
     expect_kind(client.health(), ErrorKind::Connect);
     expect_kind(client.connect(), ErrorKind::Connect);
-    let unresolvable = AgentClient::new(
+    let unresolvable = AgentClient::new_unpinned(
         &pki.master,
         HostRecord::new("no-such-host.invalid", 8765).unwrap(),
         HostnameVerification::On,
@@ -589,7 +589,7 @@ fn ipv6_literals_work() {
     client.health().unwrap();
     let bracketed = HostRecord::new("[::1]", worker.port()).unwrap();
     assert_eq!(bracketed.authority(), format!("[::1]:{}", worker.port()));
-    AgentClient::new(&pki.master, bracketed, HostnameVerification::On)
+    AgentClient::new_unpinned(&pki.master, bracketed, HostnameVerification::On)
         .unwrap()
         .health()
         .unwrap();
@@ -597,17 +597,16 @@ fn ipv6_literals_work() {
 
 #[test]
 fn host_records_are_parsed_strictly_and_name_the_bad_field() {
-    let ok = HostRecord::from_json(r#"{"address":"10.0.0.5","agent_port":null,"uuid":"u","name":"n","client_cert_fingerprint":null,"extra":1}"#).unwrap();
+    let unpinned =
+        |text: &str| HostRecord::from_value_unpinned(&serde_json::from_str(text).unwrap()).unwrap();
+    let ok = unpinned(
+        r#"{"address":"10.0.0.5","agent_port":null,"uuid":"u","name":"n","client_cert_fingerprint":null}"#,
+    );
     assert_eq!(
         (ok.port, ok.pin.as_deref(), ok.name.as_deref()),
         (8765, None, Some("n"))
     );
-    assert_eq!(
-        HostRecord::from_json(r#"{"address":"h","agent_port":0}"#)
-            .unwrap()
-            .port,
-        8765
-    );
+    assert_eq!(unpinned(r#"{"address":"h","agent_port":0}"#).port, 8765);
     for (text, field) in [
         ("[1]", "host_record"),
         ("{", "host_record"),
@@ -623,6 +622,12 @@ fn host_records_are_parsed_strictly_and_name_the_bad_field() {
             "client_cert_fingerprint",
         ),
         (r#"{"address":"h","name":3}"#, "name"),
+        (r#"{"address":"h"}"#, "client_cert_fingerprint"),
+        (
+            r#"{"address":"h","client_cert_fingerprint":null}"#,
+            "client_cert_fingerprint",
+        ),
+        (r#"{"address":"h","extra":1}"#, "extra"),
     ] {
         match HostRecord::from_json(text) {
             Err(Error::InvalidArgument { argument, .. }) => assert_eq!(argument, field, "{text}"),
@@ -754,5 +759,24 @@ fn an_answer_keyed_like_serde_jsons_private_number_comes_back_exactly() {
     assert_eq!(
         answer.to_string(),
         r#"{"$serde_json::private::Number":"1","nested":{"$serde_json::private::Number":true}}"#
+    );
+}
+
+/// serde_json's other magic key (`raw_value`'s) is an ordinary key too, and
+/// numbers keep the worker's own literals, however long.
+#[test]
+fn an_answer_keyed_like_serde_jsons_raw_value_and_long_numbers_come_back_exactly() {
+    let s = setup();
+    let body = r#"{"data":{"$serde_json::private::RawValue":"7"},"big":123456789012345678901234567890,"f":0.10000000000000000000001,"e":1e+400,"neg":-0.0}"#;
+    s.worker.set_fault(Fault::RawBody(body));
+    let answer = s.client.health().unwrap();
+    assert_eq!(
+        answer["data"],
+        json!({"$serde_json::private::RawValue": "7"}),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.to_string(),
+        r#"{"big":123456789012345678901234567890,"data":{"$serde_json::private::RawValue":"7"},"e":1e+400,"f":0.10000000000000000000001,"neg":-0.0}"#
     );
 }

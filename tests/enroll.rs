@@ -332,3 +332,57 @@ fn the_record_drives_the_agent_and_the_updater_served_with_the_enrolled_bundles(
     .unwrap();
     expect_kind(wrong.health(), ErrorKind::PinMismatch);
 }
+
+/// Private keys a crashed enrollment left on disk do not stay there: the
+/// next enrollment removes every leftover staging folder (any pid) under
+/// the lock, and a re-issue removes the temporary files a crashed re-issue
+/// left in the worker's folders.
+#[test]
+fn leftovers_of_crashed_enrollments_are_removed() {
+    let pki = TestPki::new().unwrap();
+    let workers = pki.dir().join("workers");
+    enroll(pki.dir(), &request("worker-1", true)).unwrap();
+    let staged = [
+        workers.join(".worker-7.enroll-4242"),
+        workers.join(".worker-1.enroll-1"),
+        workers.join(format!(".worker-8.enroll-{}", std::process::id())),
+    ];
+    for dir in &staged {
+        fs::create_dir_all(dir.join("updater")).unwrap();
+        fs::write(dir.join("worker.key"), "a private key").unwrap();
+        fs::write(dir.join("updater/updater.key"), "a private key").unwrap();
+    }
+    let unrelated = [workers.join(".notes.enroll-x"), workers.join(".enroll-")];
+    for dir in &unrelated {
+        fs::create_dir_all(dir).unwrap();
+    }
+    let temporaries = [
+        workers.join("worker-1/.worker.key.tmp-4242-0-123456"),
+        workers.join("worker-1/updater/.updater.key.tmp-1-3-99"),
+    ];
+    for file in &temporaries {
+        fs::write(file, "a private key").unwrap();
+    }
+
+    enroll(pki.dir(), &request("worker-9", false)).unwrap();
+    for dir in &staged {
+        assert!(!dir.exists(), "{} is left", dir.display());
+    }
+    for dir in &unrelated {
+        assert!(dir.exists(), "{} is not a staging folder", dir.display());
+    }
+    for file in &temporaries {
+        assert!(
+            file.exists(),
+            "only a re-issue of worker-1 cleans its folder"
+        );
+    }
+
+    let mut again = request("worker-1", true);
+    again.reissue = true;
+    enroll(pki.dir(), &again).unwrap();
+    for file in &temporaries {
+        assert!(!file.exists(), "{} is left", file.display());
+    }
+    Bundle::load(&workers.join("worker-1")).unwrap();
+}

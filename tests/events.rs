@@ -250,13 +250,13 @@ fn every_failure_is_reported_with_its_kind() {
 
     let other = s.pki.worker_bundle("worker-2").unwrap();
     let impostor = StandInWorker::start(&other).unwrap();
-    let mut record = HostRecord::from_value(&impostor.host_record("w", false)).unwrap();
+    let mut record = HostRecord::from_value_unpinned(&impostor.host_record("w", false)).unwrap();
     record.pin = Some(s.worker.fingerprint());
     let pinned = AgentClient::new(&s.pki.master, record, HostnameVerification::On).unwrap();
     expect_kind(pinned.health(), ErrorKind::PinMismatch);
     let port = impostor.port();
     drop(impostor);
-    let unreachable = AgentClient::new(
+    let unreachable = AgentClient::new_unpinned(
         &s.pki.master,
         HostRecord::new("127.0.0.1", port).unwrap(),
         HostnameVerification::On,

@@ -107,7 +107,7 @@ fn a_tls_1_1_only_server_is_a_tls_error() {
     let pki = TestPki::new().unwrap();
     let (port, server) = tls11_only_server();
     let record = HostRecord::new("127.0.0.1", port).unwrap();
-    let client = AgentClient::new(&pki.master, record, HostnameVerification::On).unwrap();
+    let client = AgentClient::new_unpinned(&pki.master, record, HostnameVerification::On).unwrap();
     let err = expect_kind(client.health(), ErrorKind::Tls);
     assert!(
         err.to_string().contains("ServerDoesNotSupportTls12Or13"),
@@ -163,7 +163,7 @@ fn a_name_that_does_not_resolve_is_a_connect_error() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
     let record = HostRecord::new("worker.does-not-exist.invalid", 8765).unwrap();
-    let client = AgentClient::new(&pki.master, record, HostnameVerification::On).unwrap();
+    let client = AgentClient::new_unpinned(&pki.master, record, HostnameVerification::On).unwrap();
     let err = expect_kind(client.health(), ErrorKind::Connect);
     assert!(err.to_string().contains("cannot resolve"), "{err}");
 }
@@ -181,7 +181,7 @@ fn two_thousand_failed_connects_leak_no_file_descriptor() {
         .local_addr()
         .unwrap()
         .port();
-    let client = AgentClient::new(
+    let client = AgentClient::new_unpinned(
         &pki.master,
         HostRecord::new("127.0.0.1", port).unwrap(),
         HostnameVerification::On,

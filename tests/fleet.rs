@@ -411,7 +411,10 @@ fn fleets_check_their_hosts_and_plans() {
         .unwrap();
     assert!(results.is_empty());
 
-    let host = |uuid: &str, name: &str| json!({"address": "127.0.0.1", "agent_port": 1, "uuid": uuid, "name": name});
+    let host = |uuid: &str, name: &str| {
+        json!({"address": "127.0.0.1", "agent_port": 1, "uuid": uuid, "name": name,
+        "client_cert_fingerprint": "00".repeat(32)})
+    };
     let dup_uuid = json!([host("a", "x"), host("b", "y"), host("a", "z")]);
     match Fleet::from_json(&pki.master, &dup_uuid, HostnameVerification::On) {
         Err(Error::InvalidArgument { argument, reason }) => {

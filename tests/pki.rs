@@ -1220,3 +1220,49 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
         .unwrap()
         .to_vec()
 }
+
+/// A huge or sparse key, certificate or CA file is a `pki` error naming
+/// it, read no further than the bound: never an attempt to allocate its
+/// claimed size (which aborted the process).
+#[test]
+fn huge_and_sparse_pki_files_are_refused_without_reading_them_whole() {
+    let root = tmp();
+    let ca_dir = root.path().join("ca");
+    let ca = CertificateAuthority::ensure(&ca_dir).expect("CA");
+    let bundle = ca
+        .issue("worker-1", &["10.0.0.7"], LEAF_VALIDITY_DAYS)
+        .unwrap();
+    for (file, size) in [
+        ("worker.key", 1u64 << 40),
+        ("worker.crt", 1u64 << 40),
+        ("ca.crt", pki_bound() + 1),
+    ] {
+        let agent = root.path().join(format!("agent-{file}"));
+        bundle.write(&agent).expect("write");
+        let path = agent.join(file);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(size))
+            .expect("sparse file");
+        let err = Bundle::load(&agent).expect_err("a huge file must be refused");
+        assert_pki_error_names(&err, &path);
+        assert!(err.to_string().contains("larger than"), "{err}");
+        if file.ends_with(".crt") {
+            let err = pki::fingerprint_file(&path).expect_err("huge certificate");
+            assert_pki_error_names(&err, &path);
+        }
+    }
+    let ca_key = ca_dir.join("ca.key");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&ca_key)
+        .and_then(|f| f.set_len(1 << 40))
+        .expect("sparse CA key");
+    let err = CertificateAuthority::load(&ca_dir).expect_err("a huge CA key");
+    assert_pki_error_names(&err, &ca_key);
+}
+
+fn pki_bound() -> u64 {
+    pki::MAX_FILE_BYTES
+}

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::expect_kind;
 use decnet_agent_client::pki::LEAF_VALIDITY_DAYS;
-use decnet_agent_client::testkit::{StandInUpdater, TestPki, UpdaterMode, DROP_AFTER_BYTES};
+use decnet_agent_client::testkit::{
+    Fault, StandInUpdater, StandInWorker, TestPki, UpdaterMode, DROP_AFTER_BYTES,
+};
 use decnet_agent_client::{
     Error, ErrorKind, HostnameVerification, Identity, SelfUpdate, Tarball, UpdateFailure,
     UpdaterClient,
@@ -54,7 +56,7 @@ fn record(updater: &StandInUpdater, pin: Option<String>) -> Value {
         "agent_port": 1,
         "client_cert_fingerprint": null,
         "updater_cert_fingerprint": pin,
-        "note": updater.port(),
+        "updater_port": updater.port(),
     })
 }
 
@@ -480,4 +482,108 @@ fn timeouts_are_per_profile_and_tunable() {
     )
     .unwrap();
     assert_eq!(client.port(), 8766);
+}
+
+/// A stand-in worker (any pinned TLS service will do for a release wait)
+/// whose TLS handshake trickles, one byte per `interval`.
+fn slow_handshake(pki: &TestPki, interval: Duration) -> StandInWorker {
+    let bundle = pki
+        .worker_bundle_for("updater@worker-1", &["127.0.0.1", "worker-1"])
+        .expect("bundle");
+    let worker = StandInWorker::start(&bundle).expect("stand-in");
+    worker.set_fault(Fault::TrickleHandshake(interval));
+    worker
+}
+
+#[test]
+fn a_release_wait_ends_within_its_deadline_whatever_each_phase_takes() {
+    let pki = TestPki::new().expect("test PKI");
+    // About 0.6 s of handshake, then a read that would take 30 s: capped
+    // phase by phase, the wait took the handshake plus the whole 1.2 s.
+    let worker = slow_handshake(&pki, Duration::from_micros(500));
+    let client = UpdaterClient::new(
+        &pki.master,
+        "127.0.0.1",
+        worker.port(),
+        &worker.fingerprint(),
+        HostnameVerification::On,
+    )
+    .expect("client");
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        // Once the first handshake has begun, every answer stalls.
+        scope.spawn(|| {
+            while worker.connections() == 0 && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            worker.set_fault(Fault::Stall(Duration::from_secs(30)));
+        });
+        let deadline = Duration::from_millis(1200);
+        let err = expect_kind(
+            client.wait_for_release("new", deadline, Duration::from_millis(50)),
+            ErrorKind::Timeout,
+        );
+        let waited = start.elapsed();
+        assert!(waited >= deadline, "{waited:?}");
+        assert!(
+            waited < deadline + Duration::from_millis(300),
+            "a 1.2 s wait took {waited:?}"
+        );
+        assert!(
+            matches!(
+                err,
+                Error::Timeout {
+                    phase: decnet_agent_client::TimeoutPhase::Deadline,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+/// A pin mismatch while waiting is a security event, final at once: not a
+/// deadline timeout after the whole wait.
+#[test]
+fn a_pin_mismatch_while_waiting_for_a_release_comes_back_at_once() {
+    let s = setup();
+    s.updater.install("old");
+    let wrong = "ab".repeat(32);
+    let client = UpdaterClient::new(
+        &s.pki.master,
+        "127.0.0.1",
+        s.updater.port(),
+        &wrong,
+        HostnameVerification::On,
+    )
+    .expect("client");
+    let start = Instant::now();
+    let err = client.wait_for_release("new", Duration::from_secs(20), Duration::from_millis(50));
+    let waited = start.elapsed();
+    match err {
+        Err(Error::PinMismatch { expected, .. }) => assert_eq!(expected, wrong),
+        other => panic!("expected a pin mismatch, got {other:?}"),
+    }
+    assert!(waited < Duration::from_secs(3), "took {waited:?}");
+
+    // A refused connection (an updater re-executing itself) keeps polling
+    // until the deadline.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let refused = UpdaterClient::new(
+        &s.pki.master,
+        "127.0.0.1",
+        port,
+        &s.updater.fingerprint(),
+        HostnameVerification::On,
+    )
+    .expect("client");
+    let start = Instant::now();
+    let err = expect_kind(
+        refused.wait_for_release("new", Duration::from_millis(500), Duration::from_millis(50)),
+        ErrorKind::Timeout,
+    );
+    assert!(start.elapsed() >= Duration::from_millis(500), "{err}");
 }

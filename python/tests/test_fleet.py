@@ -34,6 +34,11 @@ def _swarm_binary() -> Path:
     return REPO / "target" / "testkit" / "release" / "examples" / "swarm"
 
 
+# Each swarm member's behaviour by host name, from the swarm's members.json
+# (a host record has no room for it).
+BEHAVIOUR: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     """(directory, host records) of a running 30-stand-in swarm."""
@@ -48,6 +53,8 @@ def swarm(tmp_path_factory):
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < until, "swarm not ready after 120 s"
             time.sleep(0.1)
+        members = json.loads((directory / "members.json").read_text())
+        BEHAVIOUR.update((m["name"], m["behaviour"]) for m in members)
         yield directory, json.loads((directory / "hosts.json").read_text())
     finally:
         process.kill()
@@ -82,12 +89,12 @@ def test_every_host_gets_a_typed_outcome(swarm, fleet):
     for record, r in zip(hosts, results):
         assert r.name == record["name"] and r.uuid == record["uuid"]
         assert r.address == f"127.0.0.1:{record['agent_port']}"
-        expected = EXPECTED[record["behaviour"]]
+        expected = EXPECTED[BEHAVIOUR[record["name"]]]
         if expected is None:
             assert r.ok and r.result == {"status": "ok"} and r.error is None, r
         else:
             assert r.outcome == "error" and isinstance(r.error, expected), r
-    by_behaviour = {record["behaviour"]: r for record, r in zip(hosts, results)}
+    by_behaviour = {BEHAVIOUR[record["name"]]: r for record, r in zip(hosts, results)}
     pin = by_behaviour["wrong-cert"]
     record = hosts[pin.index]
     assert pin.error.expected == record["client_cert_fingerprint"]
@@ -97,7 +104,7 @@ def test_every_host_gets_a_typed_outcome(swarm, fleet):
     assert isinstance(by_behaviour["stall"].error, TimeoutError)
     assert by_behaviour["stall"].elapsed >= 2.0
     # The stalled hosts complete last.
-    stalled = {i for i, record in enumerate(hosts) if record["behaviour"] == "stall"}
+    stalled = {i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "stall"}
     assert set(order[-len(stalled):]) == stalled
 
 
@@ -105,15 +112,15 @@ def test_as_completed_yields_in_completion_order(swarm, fleet):
     _, hosts = swarm
     seen = list(fleet.as_completed("status", concurrency=8))
     assert sorted(r.index for r in seen) == list(range(COUNT))
-    stalled = {i for i, record in enumerate(hosts) if record["behaviour"] == "stall"}
+    stalled = {i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "stall"}
     assert {r.index for r in seen[-len(stalled):]} == stalled
     assert all(isinstance(r.error, dac.AgentTimeoutError) for r in seen[-len(stalled):])
 
 
 def test_as_completed_closed_early_stops_the_call(swarm, fleet):
     _, hosts = swarm
-    healthy = [record["uuid"] for record in hosts if record["behaviour"] == "healthy"]
-    stall = next(record["uuid"] for record in hosts if record["behaviour"] == "stall")
+    healthy = [record["uuid"] for record in hosts if BEHAVIOUR[record["name"]] == "healthy"]
+    stall = next(record["uuid"] for record in hosts if BEHAVIOUR[record["name"]] == "stall")
     # One thread: while the stalled host (second) is in flight, the stop lands.
     plan = [healthy[0], stall] + healthy[1:]
     iterator = fleet.as_completed("health", plan, concurrency=1)
@@ -130,7 +137,7 @@ def test_as_completed_closed_early_stops_the_call(swarm, fleet):
 
 def test_per_host_arguments_and_references(swarm, fleet):
     _, hosts = swarm
-    healthy = [(i, record) for i, record in enumerate(hosts) if record["behaviour"] == "healthy"]
+    healthy = [(i, record) for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "healthy"]
     configs = {}
     for n, (i, record) in enumerate(healthy):
         reference = (i, record["uuid"], record["name"])[n % 3]
@@ -144,7 +151,7 @@ def test_per_host_arguments_and_references(swarm, fleet):
 
 def test_deadline_and_bad_plans(swarm, fleet):
     _, hosts = swarm
-    stalled = [i for i, record in enumerate(hosts) if record["behaviour"] == "stall"]
+    stalled = [i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "stall"]
     fleet.set_timeouts("control", connect=5, read=15, write=5)
     began = time.monotonic()
     results = fleet.health(stalled, deadline=0.5)
@@ -160,7 +167,7 @@ def test_deadline_and_bad_plans(swarm, fleet):
 
 def test_callback_exception_stops_and_is_raised(swarm, fleet):
     _, hosts = swarm
-    healthy = [record["name"] for record in hosts if record["behaviour"] == "healthy"]
+    healthy = [record["name"] for record in hosts if BEHAVIOUR[record["name"]] == "healthy"]
     calls = []
 
     def boom(result):
@@ -186,7 +193,7 @@ def test_duplicate_hosts_and_closed_fleet(swarm):
 
 def test_calls_from_threads_share_the_fleet(swarm, fleet):
     _, hosts = swarm
-    healthy = [i for i, record in enumerate(hosts) if record["behaviour"] == "healthy"]
+    healthy = [i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "healthy"]
     outcomes = []
 
     def sweep():
@@ -204,7 +211,7 @@ def test_handshake_counts_and_the_resumption_switch(swarm, fleet):
     """Counts sum over the hosts; the switch is checked and reaches every host's client."""
     _, hosts = swarm
     assert fleet.handshake_counts() == (0, 0)
-    healthy = [i for i, record in enumerate(hosts) if record["behaviour"] == "healthy"]
+    healthy = [i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "healthy"]
     fleet.set_session_resumption(False)
     results = fleet.health(hosts=healthy)
     assert all(r.ok for r in results), results

@@ -64,6 +64,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "HEX")]
     pin: Option<String>,
 
+    /// Connect without a pin when none is given (--address without --pin,
+    /// a host record without client_cert_fingerprint); logged at warn
+    #[arg(long, global = true, conflicts_with = "pin")]
+    no_pin: bool,
+
     /// Check the worker's name against its certificate [default: $DECNET_VERIFY_HOSTNAME, else true]
     #[arg(long, global = true, value_name = "BOOL")]
     verify_hostname: Option<bool>,
@@ -259,7 +264,7 @@ fn read_input(source: &str, what: &str) -> Result<String> {
 }
 
 fn read_json(source: &str, what: &str) -> Result<Value> {
-    serde_json::from_str(&read_input(source, what)?)
+    decnet_agent_client::json::from_str(&read_input(source, what)?)
         .map_err(|e| Error::invalid(what, format!("malformed JSON: {e}")))
 }
 
@@ -300,7 +305,18 @@ fn client(cli: &Cli) -> Result<AgentClient> {
         ));
     }
     let record = match (&cli.host_json, &cli.address) {
+        // --pin or --no-pin stands in for the record's own pin.
+        (Some(source), _) if cli.pin.is_some() || cli.no_pin => {
+            HostRecord::from_value_unpinned(&read_json(source, "host_json")?)?
+        }
         (Some(source), _) => HostRecord::from_value(&read_json(source, "host_json")?)?,
+        (None, Some(_)) if cli.pin.is_none() && !cli.no_pin => {
+            return Err(Error::invalid(
+                "pin",
+                "--address needs --pin HEX (the worker's SHA-256 fingerprint), \
+                 or --no-pin to connect unpinned",
+            ))
+        }
         (None, Some(address)) => HostRecord::new(address, cli.port)?,
         (None, None) => {
             return Err(Error::invalid(
@@ -316,7 +332,11 @@ fn client(cli: &Cli) -> Result<AgentClient> {
     let hostname = hostname_choice(cli);
     // Load, never create: a CA made here could not talk to any worker.
     let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
-    let client = AgentClient::new(&identity, record, hostname)?;
+    let client = if cli.no_pin {
+        AgentClient::new_unpinned(&identity, record, hostname)?
+    } else {
+        AgentClient::new(&identity, record, hostname)?
+    };
     client.set_session_resumption(!cli.no_resumption);
     for profile in Profile::ALL {
         client.set_timeouts(

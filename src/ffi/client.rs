@@ -120,9 +120,12 @@ pub(super) fn profile_of(value: u32) -> Result<Profile, Failure> {
     Profile::from_code(value).ok_or_else(|| Error::invalid("profile", "must be 0 to 3").into())
 }
 
-/// Makes a client from a host-record JSON object (`address`, optional
-/// `agent_port`, `uuid`, `name`, `client_cert_fingerprint`; other fields
-/// ignored) presenting `identity`. `hostname_verification` is a
+/// Makes a client from a host-record JSON object (`address`,
+/// `client_cert_fingerprint`, optional `agent_port`, `uuid`, `name`,
+/// `updater_cert_fingerprint`, `updater_port`; any other key is refused)
+/// presenting `identity`. A record without `client_cert_fingerprint` is
+/// refused: connecting unpinned takes
+/// `decnet_client_new_from_host_json_unpinned`. `hostname_verification` is a
 /// `decnet_hostname_verification` value. No traffic happens yet.
 ///
 /// Ownership: `*out` is owned by the caller; free it with
@@ -155,8 +158,9 @@ pub unsafe extern "C" fn decnet_client_new_from_host_json(
 }
 
 /// Makes a client from an address (IPv4, IPv6 or DNS name) and a port (0
-/// means 8765), with an optional pin (`NULL` for none; hex SHA-256 in any
-/// case, `:` separators allowed). Otherwise as
+/// means 8765), pinned to `pin` (hex SHA-256 in any case, `:` separators
+/// allowed). A `NULL` pin is refused with `DECNET_ERR_INVALID_ARGUMENT`:
+/// connecting unpinned takes `decnet_client_new_unpinned`. Otherwise as
 /// `decnet_client_new_from_host_json`.
 #[no_mangle]
 pub unsafe extern "C" fn decnet_client_new(
@@ -172,9 +176,72 @@ pub unsafe extern "C" fn decnet_client_new(
         let slot = unsafe { out_ptr(out, "out") }?;
         let identity = unsafe { handle(identity, "identity") }?;
         let address = unsafe { required_str(address, "address") }?;
-        let pin = unsafe { optional_str(pin, "pin") }?;
-        let record = HostRecord::new(address, port)?.with_pin(pin)?;
+        let pin = unsafe { optional_str(pin, "pin") }?.ok_or_else(|| {
+            Error::invalid(
+                "pin",
+                "is NULL: pass the worker's SHA-256 fingerprint, or call \
+                 decnet_client_new_unpinned to connect unpinned",
+            )
+        })?;
+        let record = HostRecord::new(address, port)?.with_pin(Some(pin))?;
         let client = AgentClient::new(
+            &identity.inner,
+            record,
+            hostname_choice(hostname_verification)?,
+        )?;
+        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
+        Ok(())
+    })
+}
+
+/// The explicit opt-out of pinning, from a host record:
+/// `decnet_client_new_from_host_json` that also accepts a record without
+/// `client_cert_fingerprint` (a pin it carries is still checked). The
+/// client then accepts any certificate the CA issued for the worker; a
+/// warn event `client.unpinned` names it. Ownership and results as
+/// `decnet_client_new_from_host_json`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_client_new_from_host_json_unpinned(
+    identity: *const decnet_identity,
+    host_json: *const c_char,
+    hostname_verification: u32,
+    out: *mut *mut decnet_client,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out, "out") }?;
+        let identity = unsafe { handle(identity, "identity") }?;
+        let record =
+            HostRecord::from_value_unpinned(&unsafe { required_json(host_json, "host_json") }?)?;
+        let client = AgentClient::new_unpinned(
+            &identity.inner,
+            record,
+            hostname_choice(hostname_verification)?,
+        )?;
+        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
+        Ok(())
+    })
+}
+
+/// The explicit opt-out of pinning, from an address and a port (0 means
+/// 8765): a client that accepts any certificate the CA issued for the
+/// worker; a warn event `client.unpinned` names it. Ownership and results
+/// as `decnet_client_new_from_host_json`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_client_new_unpinned(
+    identity: *const decnet_identity,
+    address: *const c_char,
+    port: u16,
+    hostname_verification: u32,
+    out: *mut *mut decnet_client,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out, "out") }?;
+        let identity = unsafe { handle(identity, "identity") }?;
+        let address = unsafe { required_str(address, "address") }?;
+        let record = HostRecord::new(address, port)?;
+        let client = AgentClient::new_unpinned(
             &identity.inner,
             record,
             hostname_choice(hostname_verification)?,

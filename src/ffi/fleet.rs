@@ -268,7 +268,7 @@ pub unsafe extern "C" fn decnet_fleet_call(
         let fleet = unsafe { handle(fleet, "fleet") }?;
         let rpc = unsafe { required_str(rpc, "rpc") }?;
         let plan = match unsafe { optional_str(plan_json, "plan_json") }? {
-            Some(text) => Some(serde_json::from_str::<Value>(text).map_err(|e| {
+            Some(text) => Some(crate::json::from_str(text).map_err(|e| {
                 Failure::Library(crate::Error::invalid(
                     "plan_json",
                     format!("malformed JSON: {e}"),

@@ -126,7 +126,7 @@ pub(crate) unsafe fn required_json(
 ) -> Result<Value, Failure> {
     // SAFETY: forwarded contract.
     let text = unsafe { required_str(ptr, argument) }?;
-    serde_json::from_str(text)
+    crate::json::from_str(text)
         .map_err(|e| Failure::Library(Error::invalid(argument, format!("malformed JSON: {e}"))))
 }
 

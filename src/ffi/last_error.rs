@@ -16,8 +16,46 @@ use std::ptr;
 
 use super::guard::to_c_string;
 use super::result::decnet_result;
-use crate::error::Error;
+use crate::error::{Error, TimeoutPhase};
 use crate::updater::UpdateFailure;
+
+/// Which phase of a call ran out of time, for
+/// `decnet_last_error_timeout_phase`; the same phases as the Rust
+/// `TimeoutPhase`, numbered from 1.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum decnet_timeout_phase {
+    /// The last failure was not `DECNET_ERR_TIMEOUT` (or none failed yet).
+    #[default]
+    DECNET_TIMEOUT_PHASE_NONE = 0,
+    /// Resolving the name and opening the TCP connection.
+    DECNET_TIMEOUT_PHASE_CONNECT = 1,
+    /// The TLS handshake.
+    DECNET_TIMEOUT_PHASE_HANDSHAKE = 2,
+    /// Sending the request.
+    DECNET_TIMEOUT_PHASE_WRITE = 3,
+    /// Waiting for and reading the answer.
+    DECNET_TIMEOUT_PHASE_READ = 4,
+    /// Waiting for a connection from the pool.
+    DECNET_TIMEOUT_PHASE_POOL = 5,
+    /// An overall deadline over many calls (a fleet sweep's, or the wait
+    /// for a release) passed before this call finished.
+    DECNET_TIMEOUT_PHASE_DEADLINE = 6,
+}
+
+impl From<TimeoutPhase> for decnet_timeout_phase {
+    fn from(phase: TimeoutPhase) -> Self {
+        use decnet_timeout_phase::*;
+        match phase {
+            TimeoutPhase::Connect => DECNET_TIMEOUT_PHASE_CONNECT,
+            TimeoutPhase::Handshake => DECNET_TIMEOUT_PHASE_HANDSHAKE,
+            TimeoutPhase::Write => DECNET_TIMEOUT_PHASE_WRITE,
+            TimeoutPhase::Read => DECNET_TIMEOUT_PHASE_READ,
+            TimeoutPhase::Pool => DECNET_TIMEOUT_PHASE_POOL,
+            TimeoutPhase::Deadline => DECNET_TIMEOUT_PHASE_DEADLINE,
+        }
+    }
+}
 
 #[derive(Default)]
 struct LastError {
@@ -28,6 +66,7 @@ struct LastError {
     expected_fingerprint: Option<CString>,
     actual_fingerprint: Option<CString>,
     may_have_reached_worker: bool,
+    timeout_phase: decnet_timeout_phase,
     update_error: Option<CString>,
     update_stderr: Option<CString>,
     rolled_back: Option<bool>,
@@ -73,6 +112,7 @@ pub(crate) fn record(error: &Error) -> decnet_result {
             record.expected_fingerprint = Some(to_c_string(expected.clone()));
             record.actual_fingerprint = Some(to_c_string(actual.clone()));
         }
+        Error::Timeout { phase, .. } => record.timeout_phase = (*phase).into(),
         _ => {}
     }
     store(record)
@@ -176,6 +216,15 @@ pub extern "C" fn decnet_last_error_actual_fingerprint() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn decnet_last_error_may_have_reached_worker() -> bool {
     read(false, |e| e.may_have_reached_worker)
+}
+
+/// The phase that ran out of time when the last failure was
+/// `DECNET_ERR_TIMEOUT`; `DECNET_TIMEOUT_PHASE_NONE` otherwise.
+#[no_mangle]
+pub extern "C" fn decnet_last_error_timeout_phase() -> decnet_timeout_phase {
+    read(decnet_timeout_phase::DECNET_TIMEOUT_PHASE_NONE, |e| {
+        e.timeout_phase
+    })
 }
 
 /// `detail.error` of the last failure when it was `DECNET_ERR_HTTP_STATUS`

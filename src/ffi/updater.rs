@@ -307,9 +307,13 @@ pub unsafe extern "C" fn decnet_updater_update_self(
 }
 
 /// Polls `GET /health` every `interval_ms` until the active release has git
-/// SHA `sha`, for at most `deadline_ms`; `*out_json` then holds that health
-/// body. Past the deadline: `DECNET_ERR_TIMEOUT`. See
-/// `decnet_updater_health`.
+/// SHA `sha`, for at most `deadline_ms` (every poll is capped by the time
+/// left); `*out_json` then holds that health body. Past the deadline:
+/// `DECNET_ERR_TIMEOUT` (phase `DECNET_TIMEOUT_PHASE_DEADLINE`). Only an
+/// older release and transient failures keep polling (a refused or lost
+/// connection, as while the updater re-executes itself, or a poll's own
+/// timeout); a pin mismatch, TLS failure or HTTP error returns at once.
+/// See `decnet_updater_health`.
 #[no_mangle]
 pub unsafe extern "C" fn decnet_updater_wait_for_release(
     updater: *const decnet_updater,

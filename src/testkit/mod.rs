@@ -10,7 +10,10 @@ mod updater;
 mod worker;
 
 pub use demo::run_demo;
-pub use swarm::{raise_fd_limit, serve_swarm, Behaviour, Member, Swarm};
+pub use swarm::{
+    raise_fd_limit, serve_swarm, Behaviour, Member, Swarm, UpdaterBehaviour, UpdaterMember,
+    UpdaterSwarm,
+};
 pub use updater::{
     StandInUpdater, UpdaterMode, Upload, DROP_AFTER_BYTES, KEPT_TARBALL_BYTES, MASTER_CN,
 };

@@ -1,7 +1,7 @@
-//! Stand-in workers by the hundred: each with its own certificate (and so
-//! its own pin) on its own loopback port, each with its own behaviour.
-//! Used in-process by the fleet tests and from a separate process (the
-//! `swarm` example) by the fleet benchmark.
+//! Stand-in workers and stand-in updaters by the hundred: each with its own
+//! certificate (and so its own pin) on its own loopback port, each with its
+//! own behaviour. Used in-process by the fleet tests and from a separate
+//! process (the `swarm` example) by the fleet benchmark.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
 
+use super::updater::{StandInUpdater, UpdaterMode, Upload};
 use super::worker::{Fault, StandInWorker};
 use crate::error::{Error, Result};
 use crate::identity::Identity;
@@ -55,8 +56,7 @@ pub struct Member {
     /// How it behaves.
     pub behaviour: Behaviour,
     /// Its host record (uuid `uuid-w<i>`, name `w<i>`), pinned to the
-    /// certificate it was started with, with an extra `behaviour` member
-    /// (its [`Behaviour::label`]; host-record readers ignore it).
+    /// certificate it was started with.
     pub record: Value,
     /// The running stand-in (`None` for [`Behaviour::Refuse`]).
     pub worker: Option<StandInWorker>,
@@ -84,7 +84,6 @@ impl Swarm {
             let name = format!("w{i}");
             let record = |addr: SocketAddr, pin: Value| {
                 json!({
-                    "behaviour": behaviour.label(),
                     "uuid": format!("uuid-{name}"),
                     "name": name,
                     "address": addr.ip().to_string(),
@@ -147,10 +146,127 @@ impl Swarm {
     }
 }
 
+/// How one member of an updater swarm behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdaterBehaviour {
+    /// Installs and answers as the contract says.
+    Accept,
+    /// Every update fails its probe and is rolled back: 409.
+    RollsBack,
+    /// Every update fails, not rolled back: 500.
+    Fails,
+    /// Accepts updates; on update-self reads the request, closes the
+    /// connection without answering and installs after this delay (the
+    /// updater re-executing).
+    DropsSelfUpdate(Duration),
+    /// Installs after waiting this long per upload.
+    Slow(Duration),
+    /// Its record's pin is not its certificate's.
+    WrongPin,
+    /// Its record has no `updater_cert_fingerprint`.
+    NoPin,
+}
+
+impl UpdaterBehaviour {
+    /// A short lowercase label (`accept`, `rolls-back`, `fails`,
+    /// `drops-self-update`, `slow`, `wrong-pin`, `no-pin`).
+    pub fn label(self) -> &'static str {
+        match self {
+            UpdaterBehaviour::Accept => "accept",
+            UpdaterBehaviour::RollsBack => "rolls-back",
+            UpdaterBehaviour::Fails => "fails",
+            UpdaterBehaviour::DropsSelfUpdate(_) => "drops-self-update",
+            UpdaterBehaviour::Slow(_) => "slow",
+            UpdaterBehaviour::WrongPin => "wrong-pin",
+            UpdaterBehaviour::NoPin => "no-pin",
+        }
+    }
+
+    fn mode(self) -> UpdaterMode {
+        match self {
+            UpdaterBehaviour::RollsBack => UpdaterMode::ProbeFailsRolledBack,
+            UpdaterBehaviour::Fails => UpdaterMode::InstallFails,
+            UpdaterBehaviour::DropsSelfUpdate(delay) => UpdaterMode::DropAfterSelfUpdate(delay),
+            UpdaterBehaviour::Slow(delay) => UpdaterMode::Slow(delay),
+            _ => UpdaterMode::Normal,
+        }
+    }
+}
+
+/// One member of an updater swarm.
+pub struct UpdaterMember {
+    /// How it behaves.
+    pub behaviour: UpdaterBehaviour,
+    /// Its host record (uuid `uuid-u<i>`, name `u<i>`, `address`,
+    /// `updater_port`, `updater_cert_fingerprint` as its behaviour says,
+    /// and `behaviour`: its label).
+    pub record: Value,
+    /// The running stand-in updater; its uploads are this member's ledger.
+    pub updater: StandInUpdater,
+}
+
+/// Many stand-in updaters; dropping the swarm stops them all.
+pub struct UpdaterSwarm {
+    members: Vec<UpdaterMember>,
+}
+
+impl UpdaterSwarm {
+    /// Starts one stand-in updater per entry of `behaviours`, each with its
+    /// own certificate (`updater@u<i>`, valid for 127.0.0.1) issued by `ca`.
+    pub fn start(ca: &CertificateAuthority, behaviours: &[UpdaterBehaviour]) -> Result<Self> {
+        let mut members = Vec::with_capacity(behaviours.len());
+        for (i, &behaviour) in behaviours.iter().enumerate() {
+            let name = format!("u{i}");
+            let cn = format!("updater@{name}");
+            let bundle = ca.issue(&cn, &["127.0.0.1", &name, &cn], LEAF_VALIDITY_DAYS)?;
+            let updater = StandInUpdater::start(&bundle)?;
+            updater.set_mode(behaviour.mode());
+            let pin = match behaviour {
+                UpdaterBehaviour::NoPin => Value::Null,
+                UpdaterBehaviour::WrongPin => Value::String("ab".repeat(32)),
+                _ => Value::String(updater.fingerprint()),
+            };
+            let record = json!({
+                "behaviour": behaviour.label(),
+                "uuid": format!("uuid-{name}"),
+                "name": name,
+                "address": "127.0.0.1",
+                "agent_port": 1,
+                "updater_port": updater.port(),
+                "client_cert_fingerprint": null,
+                "updater_cert_fingerprint": pin,
+            });
+            members.push(UpdaterMember {
+                behaviour,
+                record,
+                updater,
+            });
+        }
+        Ok(UpdaterSwarm { members })
+    }
+
+    /// The members, in the order they were started.
+    pub fn members(&self) -> &[UpdaterMember] {
+        &self.members
+    }
+
+    /// Every member's host record, as a JSON array.
+    pub fn host_records(&self) -> Value {
+        Value::Array(self.members.iter().map(|m| m.record.clone()).collect())
+    }
+
+    /// Every member's uploads so far (its ledger), in member order.
+    pub fn ledgers(&self) -> Vec<Vec<Upload>> {
+        self.members.iter().map(|m| m.updater.uploads()).collect()
+    }
+}
+
 /// Serves a swarm from this process until it is killed: ensures a CA and
 /// master identity in `dir/ca`, starts one stand-in per behaviour, writes
 /// their host records to `dir/hosts.json` (a JSON array),
-/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, then creates `dir/ready`.
+/// `dir/hosts.ndjson` and `dir/hosts/w<i>.json`, each member's name and
+/// behaviour to `dir/members.json` (in the same order; a host record has no
+/// room for it), then creates `dir/ready`.
 /// Raises this process's soft fd limit to fit. Returns only on failure.
 pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
     // A listener and a kept-alive connection per stand-in, plus slack.
@@ -171,6 +287,12 @@ pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
     }
     write(&dir.join("hosts.ndjson"), ndjson)?;
     write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
+    let members: Vec<Value> = swarm
+        .members()
+        .iter()
+        .map(|m| json!({"name": m.record["name"], "behaviour": m.behaviour.label()}))
+        .collect();
+    write(&dir.join("members.json"), Value::Array(members).to_string())?;
     write(&dir.join("ready"), String::new())?;
     loop {
         std::thread::park();

@@ -4,7 +4,7 @@
 //! endpoints and status codes, parses multipart uploads with multer while
 //! they stream in (hashing the tarball, keeping only small ones), and can
 //! drop the connection after an update-self request or in the middle of an
-//! upload.
+//! upload, or answer slowly.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -49,13 +49,16 @@ pub enum UpdaterMode {
     /// Updates fail with a 500 whose body is plain text, not JSON (a proxy
     /// or a crashed handler).
     PlainTextError,
-    /// After reading a whole update-self request, install it after this
-    /// delay (the updater restarting) and close the connection at once
-    /// without answering.
+    /// After reading a whole update-self request, close the connection at
+    /// once without answering, then for this long (the updater
+    /// re-executing) close every connection unanswered, then install it.
     DropAfterSelfUpdate(Duration),
     /// Read the head and [`DROP_AFTER_BYTES`] of an upload's body, then
     /// reset the connection.
     DropMidUpload,
+    /// Receive an upload whole, wait this long (a slow install), then
+    /// answer as [`UpdaterMode::Normal`].
+    Slow(Duration),
 }
 
 /// One multipart upload as the stand-in received it.
@@ -135,6 +138,8 @@ struct Shared {
     requests: Mutex<Vec<(String, String, String)>>,
     connections: AtomicU64,
     stop: AtomicBool,
+    /// Set while the updater "re-executes": requests get no answer.
+    restarting: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -175,6 +180,7 @@ impl StandInUpdater {
             requests: Mutex::new(Vec::new()),
             connections: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            restarting: Arc::new(AtomicBool::new(false)),
         });
         let accept_shared = shared.clone();
         let accept = thread::Builder::new()
@@ -284,6 +290,9 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>) {
             _ => return,
         };
         lock(&shared.requests).push((head.method.clone(), head.path.clone(), cn.clone()));
+        if shared.restarting.load(Ordering::SeqCst) {
+            return;
+        }
         let mode = *lock(&shared.mode);
         match handle(&mut stream, &mut pending, &shared, &head, &cn, mode) {
             Ok(Some((status, body))) => {
@@ -362,6 +371,9 @@ fn handle(
                 // The answer is complete; end the connection with it.
                 return Ok(None);
             }
+            if let UpdaterMode::Slow(delay) = mode {
+                thread::sleep(delay);
+            }
             let answer = judge_upload(shared, &upload, mode);
             upload.status = answer.as_ref().map_or(0, |(status, _)| *status);
             lock(&shared.uploads).push(upload);
@@ -412,10 +424,12 @@ fn judge_upload(shared: &Shared, upload: &Upload, mode: UpdaterMode) -> Option<(
             json!({"detail": {"error": "install failed", "stderr": "tar: unexpected end of file\n", "rolled_back": false}}),
         )),
         UpdaterMode::DropAfterSelfUpdate(delay) if self_update => {
-            let releases = shared.releases.clone();
+            let (releases, restarting) = (shared.releases.clone(), shared.restarting.clone());
+            restarting.store(true, Ordering::SeqCst);
             thread::spawn(move || {
                 thread::sleep(delay);
                 lock(&releases).install(&sha);
+                restarting.store(false, Ordering::SeqCst);
             });
             None
         }

@@ -3,7 +3,6 @@
 //! implements every endpoint of the contract with its status codes, keeps a
 //! ledger of what it received and injects faults on demand.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,11 +15,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::http::{self, Request};
 use crate::error::{Error, Result};
+use crate::json;
 use crate::pki::{self, Bundle};
 use crate::topology;
 
@@ -471,7 +470,7 @@ fn serve(mut tcp: TcpStream, config: Arc<ServerConfig>, shared: Arc<Shared>, id:
         let body = if request.body.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&request.body).unwrap_or(Value::Null)
+            json::from_slice(&request.body).unwrap_or(Value::Null)
         };
         // The fault in force when the request arrived, not when we began waiting.
         let fault = *lock(&shared.fault);
@@ -652,7 +651,7 @@ fn route(shared: &Shared, request: &Request) -> (u16, Value) {
     let body = if request.body.is_empty() {
         None
     } else {
-        match serde_json::from_slice::<Value>(&request.body) {
+        match json::from_slice(&request.body) {
             Ok(value) => Some(value),
             Err(_) => return validation_error(&["body"], "JSON decode error"),
         }
@@ -765,21 +764,20 @@ fn mutate(state: &AgentState, body: &Value) -> (u16, Value) {
     )
 }
 
-/// Hashes `hydrated` as the worker does: from the text it received (kept
-/// raw, so no JSON library's own reading of the document gets in the way).
+/// Hashes `hydrated` as the worker does: from the document it received,
+/// read exactly (every number's literal kept, every key an ordinary key).
 fn apply_topology(state: &mut AgentState, raw_body: &[u8]) -> (u16, Value) {
-    let fields: Result<HashMap<String, Box<RawValue>>, _> = serde_json::from_slice(raw_body);
-    let (Some(hydrated_text), Some(claimed)) = (
-        fields.as_ref().ok().and_then(|f| f.get("hydrated")),
-        fields
-            .as_ref()
-            .ok()
-            .and_then(|f| f.get("version_hash"))
-            .and_then(|v| serde_json::from_str::<String>(v.get()).ok()),
+    let body = json::from_slice(raw_body).ok();
+    let (Some(hydrated), Some(claimed)) = (
+        body.as_ref().and_then(|b| b.get("hydrated")),
+        body.as_ref()
+            .and_then(|b| b.get("version_hash"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
     ) else {
         return validation_error(&["body"], "hydrated object and version_hash are required");
     };
-    let actual = match topology::canonical_hash_str(hydrated_text.get()) {
+    let actual = match topology::canonical_hash(hydrated) {
         Ok(hash) => hash,
         Err(e) => return (400, detail(format!("invalid topology: {e}"))),
     };
@@ -791,7 +789,6 @@ fn apply_topology(state: &mut AgentState, raw_body: &[u8]) -> (u16, Value) {
             )),
         );
     }
-    let hydrated: Value = serde_json::from_str(hydrated_text.get()).unwrap_or(Value::Null);
     let id = hydrated
         .pointer("/topology/id")
         .or_else(|| hydrated.get("id"))

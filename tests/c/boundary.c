@@ -406,6 +406,7 @@ static void test_fresh_last_error(void) {
     cover("call", "decnet_last_error_expected_fingerprint", NULL);
     cover("call", "decnet_last_error_actual_fingerprint", NULL);
     cover("call", "decnet_last_error_may_have_reached_worker", NULL);
+    cover("call", "decnet_last_error_timeout_phase", NULL);
     CHECK(decnet_last_error_result() == DECNET_OK, "fresh thread: last error result is ok");
     const char *message = decnet_last_error_message();
     CHECK(message != NULL && message[0] == '\0', "fresh thread: last error message is \"\"");
@@ -414,6 +415,7 @@ static void test_fresh_last_error(void) {
     CHECK(decnet_last_error_expected_fingerprint() == NULL, "fresh thread: expected fp NULL");
     CHECK(decnet_last_error_actual_fingerprint() == NULL, "fresh thread: actual fp NULL");
     CHECK(!decnet_last_error_may_have_reached_worker(), "fresh thread: may_have_reached false");
+    CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE, "fresh thread: timeout phase NONE");
 }
 
 static void test_version_and_names(void) {
@@ -934,6 +936,100 @@ static bool load_hosts(const char *hosts_dir) {
 }
 
 /* Client construction: both constructors' arguments. */
+/* Counts client.unpinned events the log callback saw. */
+static int g_unpinned_events;
+
+static void count_unpinned(uint32_t level, const char *event_json, void *user_data) {
+    (void)user_data;
+    if (level == DECNET_LOG_WARN && strstr(event_json, "\"event\":\"client.unpinned\"") != NULL) {
+        g_unpinned_events++;
+    }
+}
+
+/* The explicit opt-outs of pinning: they connect, and each warns. */
+static void test_unpinned_opt_in(const decnet_identity *identity) {
+    decnet_client *client = NULL;
+    char *answer = NULL;
+    char record[256];
+    snprintf(record, sizeof record, "{\"address\":\"%s\",\"agent_port\":%u}", g_ok_address,
+             (unsigned)g_ok_port);
+    g_unpinned_events = 0;
+    expect_ok("set a warn callback", decnet_set_log_callback(DECNET_LOG_WARN, count_unpinned, NULL));
+
+    cover("call", "decnet_client_new_from_host_json_unpinned", NULL);
+    decnet_result rc = decnet_client_new_from_host_json_unpinned(identity, record, DECNET_HOSTNAME_OFF, &client);
+    expect_ok("decnet_client_new_from_host_json_unpinned(record without a pin)", rc);
+    if (rc == DECNET_OK) {
+        expect_ok("unpinned (host record) health", decnet_client_health(client, &answer));
+        decnet_string_free(answer);
+        answer = NULL;
+    }
+    decnet_client_free(client);
+    CHECK(g_unpinned_events == 1, "the host-record opt-out raised one client.unpinned warning");
+    client = SENTINEL;
+    rc = decnet_client_new_from_host_json_unpinned(
+        identity, "{\"address\":\"127.0.0.1\",\"client_cert_fingerprnt\":null}", DECNET_HOSTNAME_OFF, &client);
+    expect_error("unpinned opt-out still refuses a misspelt key", rc, DECNET_ERR_INVALID_ARGUMENT,
+                 "client_cert_fingerprnt");
+    CHECK(client == NULL, "misspelt key (unpinned): out left NULL");
+    client = SENTINEL;
+    EXPECT_NULL("decnet_client_new_from_host_json_unpinned", "identity",
+                decnet_client_new_from_host_json_unpinned(NULL, record, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    client = SENTINEL;
+    EXPECT_NULL("decnet_client_new_from_host_json_unpinned", "host_json",
+                decnet_client_new_from_host_json_unpinned(identity, NULL, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    EXPECT_NULL("decnet_client_new_from_host_json_unpinned", "out",
+                decnet_client_new_from_host_json_unpinned(identity, record, DECNET_HOSTNAME_OFF, NULL), true);
+    client = SENTINEL;
+    EXPECT_UTF8("decnet_client_new_from_host_json_unpinned", "host_json",
+                decnet_client_new_from_host_json_unpinned(identity, BAD_UTF8, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    client = SENTINEL;
+    EXPECT_BAD_JSON("decnet_client_new_from_host_json_unpinned", "host_json", "host_json",
+                    decnet_client_new_from_host_json_unpinned(identity, "{", DECNET_HOSTNAME_OFF, &client),
+                    client == NULL);
+    client = SENTINEL;
+    cover("range", "decnet_client_new_from_host_json_unpinned", "hostname_verification");
+    rc = decnet_client_new_from_host_json_unpinned(identity, record, 7, &client);
+    expect_error("decnet_client_new_from_host_json_unpinned(hostname_verification=7)", rc,
+                 DECNET_ERR_INVALID_ARGUMENT, "hostname_verification");
+    CHECK(client == NULL, "unpinned hostname_verification=7: out left NULL");
+
+    cover("call", "decnet_client_new_unpinned", NULL);
+    client = NULL;
+    rc = decnet_client_new_unpinned(identity, g_ok_address, g_ok_port, DECNET_HOSTNAME_OFF, &client);
+    expect_ok("decnet_client_new_unpinned(address, port)", rc);
+    if (rc == DECNET_OK) {
+        expect_ok("unpinned (address) health", decnet_client_health(client, &answer));
+        decnet_string_free(answer);
+    }
+    decnet_client_free(client);
+    CHECK(g_unpinned_events == 2, "the address opt-out raised one client.unpinned warning");
+    client = SENTINEL;
+    EXPECT_NULL("decnet_client_new_unpinned", "identity",
+                decnet_client_new_unpinned(NULL, g_ok_address, g_ok_port, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    client = SENTINEL;
+    EXPECT_NULL("decnet_client_new_unpinned", "address",
+                decnet_client_new_unpinned(identity, NULL, g_ok_port, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    EXPECT_NULL("decnet_client_new_unpinned", "out",
+                decnet_client_new_unpinned(identity, g_ok_address, g_ok_port, DECNET_HOSTNAME_OFF, NULL), true);
+    client = SENTINEL;
+    EXPECT_UTF8("decnet_client_new_unpinned", "address",
+                decnet_client_new_unpinned(identity, BAD_UTF8, g_ok_port, DECNET_HOSTNAME_OFF, &client),
+                client == NULL);
+    client = SENTINEL;
+    cover("range", "decnet_client_new_unpinned", "hostname_verification");
+    rc = decnet_client_new_unpinned(identity, g_ok_address, g_ok_port, 7, &client);
+    expect_error("decnet_client_new_unpinned(hostname_verification=7)", rc, DECNET_ERR_INVALID_ARGUMENT,
+                 "hostname_verification");
+    CHECK(client == NULL, "decnet_client_new_unpinned(hostname_verification=7): out left NULL");
+    expect_ok("remove the callback", decnet_set_log_callback(DECNET_LOG_OFF, NULL, NULL));
+}
+
 static void test_client_new(const decnet_identity *identity) {
     decnet_result rc;
     decnet_client *client = NULL;
@@ -976,10 +1072,25 @@ static void test_client_new(const decnet_identity *identity) {
     rc = decnet_client_new_from_host_json(
         identity, "{\"address\":\"127.0.0.1\",\"client_cert_fingerprint\":\"abc\"}", DECNET_HOSTNAME_OFF, &client);
     expect_error("host record with a short pin", rc, DECNET_ERR_INVALID_ARGUMENT, "client_cert_fingerprint");
+    /* Fail closed: no pin, or a misspelt key, is refused by field. */
+    client = SENTINEL;
+    rc = decnet_client_new_from_host_json(identity, "{\"address\":\"127.0.0.1\"}", DECNET_HOSTNAME_OFF, &client);
+    expect_error("host record without a pin", rc, DECNET_ERR_INVALID_ARGUMENT, "client_cert_fingerprint");
+    CHECK(client == NULL, "host record without a pin: out left NULL");
+    client = SENTINEL;
+    rc = decnet_client_new_from_host_json(
+        identity,
+        "{\"address\":\"127.0.0.1\",\"client_cert_fingerprnt\":"
+        "\"0000000000000000000000000000000000000000000000000000000000000000\"}",
+        DECNET_HOSTNAME_OFF, &client);
+    expect_error("host record with a misspelt pin key", rc, DECNET_ERR_INVALID_ARGUMENT, "client_cert_fingerprnt");
+    CHECK(client == NULL, "misspelt pin key: out left NULL");
     client = SENTINEL;
     rc = decnet_client_new_from_host_json(identity, "[]", DECNET_HOSTNAME_OFF, &client);
     expect_error("host record that is an array", rc, DECNET_ERR_INVALID_ARGUMENT, NULL);
     CHECK(client == NULL, "array host record: out left NULL");
+
+    test_unpinned_opt_in(identity);
 
     cover("call", "decnet_client_new", NULL);
     client = NULL;
@@ -987,9 +1098,12 @@ static void test_client_new(const decnet_identity *identity) {
     expect_ok("decnet_client_new(address, port, pin)", rc);
     decnet_client_free(client);
     client = NULL;
-    rc = decnet_client_new(identity, g_ok_address, g_ok_port, NULL, DECNET_HOSTNAME_FROM_ENV, &client);
-    expect_null_allowed("decnet_client_new", "pin", rc);
-    decnet_client_free(client);
+    client = SENTINEL;
+    cover("null", "decnet_client_new", "pin");
+    rc = decnet_client_new(identity, g_ok_address, g_ok_port, NULL, DECNET_HOSTNAME_OFF, &client);
+    expect_error("decnet_client_new(pin=NULL) fails closed", rc, DECNET_ERR_INVALID_ARGUMENT, "pin");
+    CHECK(message_has("decnet_client_new_unpinned"), "pin=NULL: the message names the opt-out");
+    CHECK(client == NULL, "decnet_client_new(pin=NULL): out left NULL");
     client = SENTINEL;
     EXPECT_NULL("decnet_client_new", "identity",
                 decnet_client_new(NULL, g_ok_address, g_ok_port, NULL, DECNET_HOSTNAME_ON, &client),
@@ -1009,7 +1123,7 @@ static void test_client_new(const decnet_identity *identity) {
                 client == NULL);
     client = SENTINEL;
     cover("range", "decnet_client_new", "hostname_verification");
-    rc = decnet_client_new(identity, g_ok_address, g_ok_port, NULL, 7, &client);
+    rc = decnet_client_new(identity, g_ok_address, g_ok_port, g_ok_pin, 7, &client);
     expect_error("decnet_client_new(hostname_verification=7)", rc, DECNET_ERR_INVALID_ARGUMENT,
                  "hostname_verification");
     CHECK(client == NULL, "decnet_client_new(hostname_verification=7): out left NULL");
@@ -1017,18 +1131,18 @@ static void test_client_new(const decnet_identity *identity) {
      * is made. (No library thread runs yet, so setenv is safe here.) */
     setenv("DECNET_VERIFY_HOSTNAME", "maybe", 1);
     client = SENTINEL;
-    rc = decnet_client_new(identity, g_ok_address, g_ok_port, NULL, DECNET_HOSTNAME_FROM_ENV, &client);
+    rc = decnet_client_new(identity, g_ok_address, g_ok_port, g_ok_pin, DECNET_HOSTNAME_FROM_ENV, &client);
     expect_error("decnet_client_new(FROM_ENV, DECNET_VERIFY_HOSTNAME=maybe)", rc, DECNET_ERR_INVALID_ARGUMENT,
                  "DECNET_VERIFY_HOSTNAME");
     CHECK(client == NULL, "DECNET_VERIFY_HOSTNAME=maybe: out left NULL");
     setenv("DECNET_VERIFY_HOSTNAME", "false", 1);
     client = NULL;
-    rc = decnet_client_new(identity, g_ok_address, g_ok_port, NULL, DECNET_HOSTNAME_FROM_ENV, &client);
+    rc = decnet_client_new(identity, g_ok_address, g_ok_port, g_ok_pin, DECNET_HOSTNAME_FROM_ENV, &client);
     expect_ok("decnet_client_new(FROM_ENV, DECNET_VERIFY_HOSTNAME=false)", rc);
     decnet_client_free(client);
     unsetenv("DECNET_VERIFY_HOSTNAME");
     client = SENTINEL;
-    rc = decnet_client_new(identity, "not an address/", g_ok_port, NULL, DECNET_HOSTNAME_ON, &client);
+    rc = decnet_client_new(identity, "not an address/", g_ok_port, g_ok_pin, DECNET_HOSTNAME_ON, &client);
     expect_error("decnet_client_new(address=\"not an address/\")", rc, DECNET_ERR_INVALID_ARGUMENT, "address");
     CHECK(client == NULL, "bad address: out left NULL");
     client = SENTINEL;
@@ -1424,7 +1538,7 @@ static void test_network_errors(const decnet_identity *identity) {
 
     /* CONNECT: a closed port. */
     unsigned short port = closed_port();
-    rc = decnet_client_new(identity, "127.0.0.1", port, NULL, DECNET_HOSTNAME_OFF, &client);
+    rc = decnet_client_new(identity, "127.0.0.1", port, g_ok_pin, DECNET_HOSTNAME_OFF, &client);
     expect_ok("client for a closed port", rc);
     rc = decnet_client_connect(client);
     expect_error("connect to a closed port", rc, DECNET_ERR_CONNECT, NULL);
@@ -1434,6 +1548,7 @@ static void test_network_errors(const decnet_identity *identity) {
     expect_error("health on a closed port", rc, DECNET_ERR_CONNECT, NULL);
     CHECK(json == NULL, "CONNECT: out_json left NULL");
     CHECK(!decnet_last_error_may_have_reached_worker(), "CONNECT: may_have_reached_worker false");
+    CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE, "CONNECT: not a timeout, phase NONE");
     decnet_client_free(client);
     client = NULL;
 
@@ -1514,6 +1629,8 @@ static void test_network_errors(const decnet_identity *identity) {
         CHECK(message_has("read"), "TIMEOUT: message names the read phase");
         CHECK(elapsed < 10.0, fmt("TIMEOUT: gave up in %.2f s, well before the worker's 30 s", elapsed));
         CHECK(!decnet_last_error_may_have_reached_worker(), "TIMEOUT: may_have_reached_worker false");
+        CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_READ,
+              fmt("TIMEOUT: the phase getter says READ (got %d)", (int)decnet_last_error_timeout_phase()));
         decnet_client_free(client);
         client = NULL;
     }
@@ -1526,6 +1643,8 @@ static void test_network_errors(const decnet_identity *identity) {
         rc = decnet_client_health(client, &json);
         expect_error("health on the nonjson worker", rc, DECNET_ERR_PROTOCOL, NULL);
         CHECK(json == NULL && message_has("not JSON"), "PROTOCOL: out NULL, message says not JSON");
+        CHECK(decnet_last_error_timeout_phase() == DECNET_TIMEOUT_PHASE_NONE,
+              "PROTOCOL after a TIMEOUT: the phase is NONE again");
         decnet_client_free(client);
         client = NULL;
     }

@@ -370,6 +370,13 @@ static void test_enroll(void) {
           "re-issue: no updater pin, agent_port 9000");
     decnet_string_free(json);
 
+    /* No CA: NOT_ENROLLED, as the header says, with the fix in the message. */
+    json = SENTINEL;
+    rc = decnet_enroll(path_in(g_tmp, "no-such-ca"), "w1", "127.0.0.1", NULL, 0, 0, true, false, &json);
+    expect_error("enrolling with no CA", rc, DECNET_ERR_NOT_ENROLLED, NULL);
+    CHECK(message_has("run identity-ensure"), "no CA: the message says to run identity-ensure");
+    CHECK(json == NULL && !exists(path_in(g_tmp, "no-such-ca")), "no CA: nothing written, out left NULL");
+
     /* NULL ca_dir: $HOME/.decnet/ca (HOME is the scratch folder). */
     identity = NULL;
     expect_ok("the default CA", decnet_identity_ensure(NULL, &identity));

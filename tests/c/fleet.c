@@ -4,9 +4,9 @@
  *   fleet SWARM_DIR
  *
  * SWARM_DIR is served by the `swarm` example (run.sh starts it): its CA
- * in SWARM_DIR/ca and the pinned host records in SWARM_DIR/hosts.json,
- * each with a `behaviour` member (healthy, stall, wrong-cert, refuse,
- * server-error). Checks, from C:
+ * in SWARM_DIR/ca, the pinned host records in SWARM_DIR/hosts.json and,
+ * in the same order, each host's `behaviour` (healthy, stall, wrong-cert,
+ * refuse, server-error) in SWARM_DIR/members.json. Checks, from C:
  *  - a health sweep of every host: one callback per host, on the calling
  *    thread, each with that host's result; the results array in input
  *    order; each host's outcome of the right kind (ok, timeout,
@@ -57,7 +57,7 @@ static long json_int(const char *json, const char *key) {
 
 static bool has(const char *json, const char *text) { return json != NULL && strstr(json, text) != NULL; }
 
-/* Behaviour of each host, read from hosts.json (one per record, in order). */
+/* Behaviour of each host, read from members.json (one per record, in order). */
 static char g_behaviour[MAX_HOSTS][16];
 static size_t g_hosts;
 
@@ -165,9 +165,13 @@ int main(int argc, char **argv) {
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     char path[1024];
+    snprintf(path, sizeof path, "%s/members.json", argv[1]);
+    char *members = read_file(path);
+    CHECK(members != NULL && load_behaviours(members), "read the swarm's members.json");
+    free(members);
     snprintf(path, sizeof path, "%s/hosts.json", argv[1]);
     char *hosts = read_file(path);
-    CHECK(hosts != NULL && load_behaviours(hosts), "read the swarm's hosts.json");
+    CHECK(hosts != NULL, "read the swarm's hosts.json");
     if (hosts == NULL || g_hosts == 0) {
         free(hosts);
         printf("%d passed, %d failed\n", g_passed, g_failed);

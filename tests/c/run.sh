@@ -5,7 +5,7 @@
 #
 # Needs, besides a Rust toolchain (cargo) on PATH -- install in CI, not here:
 #   apt-get install -y --no-install-recommends \
-#       build-essential pkg-config cmake valgrind libasan8 libubsan1 libtsan2
+#       build-essential pkg-config cmake valgrind libasan8 libubsan1 libtsan2 clang
 # (build-essential: gcc, g++, make, libc6-dev, binutils for nm; libasan8,
 #  libubsan1, libtsan2: gcc's sanitizer runtimes -- on Debian 12 gcc-12
 #  already pulls them in, listed so a slimmer image cannot miss them.)
@@ -26,7 +26,9 @@
 # and through the installed CMake package (shared and static);
 # build tests/c; build and start the stand-in worker; run quickstart,
 # quickstart-static, raii, raii-static (both builds), boundary, thread_exit,
-# exact_answer, key_modes, log_events and threads; start the swarm and run
+# exact_answer, key_modes, log_events and threads; build tests/cxx (g++,
+# clang++, ASan+UBSan, TSan; the compile-fail check) and run each, then the
+# wrapper's overhead benchmark; start the swarm and run
 # fleet (plain and under valgrind); valgrind memcheck over quickstart, raii,
 # boundary, log_events and threads; an ASan+UBSan build
 # of quickstart, boundary and threads; a TSan build of threads, preceded by
@@ -311,6 +313,26 @@ run_tsan() {
     TSAN_OPTIONS=$tsan_options "$build/threads-tsan" "$ca_dir" "$hosts" 200
 }
 
+# tests/cxx: the C++ wrapper's tests under g++ and clang++ (plain), under
+# ASan+UBSan and TSan (g++), its benchmark, and the compile-fail check.
+build_cxx() {
+    local warn=(-std=c++17 -Wall -Wextra -Werror -pedantic -g -pthread)
+    local compiler
+    for compiler in g++ clang++; do
+        # shellcheck disable=SC2086
+        "$compiler" "${warn[@]}" -O1 $cflags -o "$build/wrapper-$compiler" tests/cxx/wrapper.cpp $libs -Wl,-rpath,"$libdir"
+        bash tests/cxx/compile_fail.sh "$compiler" "$(dirname "$header")"
+    done
+    # shellcheck disable=SC2086
+    {
+        g++ "${warn[@]}" -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer $cflags \
+            -o "$build/wrapper-asan" tests/cxx/wrapper.cpp $libs -Wl,-rpath,"$libdir"
+        g++ "${warn[@]}" -O1 -fsanitize=thread -fno-omit-frame-pointer $cflags \
+            -o "$build/wrapper-tsan" tests/cxx/wrapper.cpp $libs -Wl,-rpath,"$libdir"
+        g++ "${warn[@]}" -O2 $cflags -o "$build/bench" tests/cxx/bench.cpp $libs -Wl,-rpath,"$libdir"
+    }
+}
+
 # ---------------------------------------------------------------------------
 stage "build and install the library (make install-lib, TARGET_DIR=$lib_target)" install_library
 stage "header matches the library's exports; coverage list" check_header
@@ -330,6 +352,12 @@ stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer"
 stage "run key_modes (an unprotected key is DECNET_ERR_PKI with the fix)" "$build/key_modes" "$ca_dir"
 stage "run log_events (the events one call raises; no key material; a re-entrant callback)" "$build/log_events" "$ca_dir" "$hosts"
 stage "run threads ($threads_calls calls per thread)" "$build/threads" "$ca_dir" "$hosts" "$threads_calls"
+stage "build tests/cxx (g++, clang++, ASan+UBSan, TSan, bench) and the compile-fail check" build_cxx
+stage "run tests/cxx wrapper (g++)" "$build/wrapper-g++" "$ca_dir" "$hosts"
+stage "run tests/cxx wrapper (clang++)" "$build/wrapper-clang++" "$ca_dir" "$hosts"
+stage "ASan+UBSan: tests/cxx wrapper" "$build/wrapper-asan" "$ca_dir" "$hosts"
+stage "TSan: tests/cxx wrapper" env TSAN_OPTIONS="$tsan_options" "$build/wrapper-tsan" "$ca_dir" "$hosts"
+stage "C++ wrapper overhead per warm call (goal <= 1 us)" "$build/bench" "$ca_dir" "$hosts/ok.json"
 stage "start the swarm (40 stand-ins, 16 faulty)" start_swarm
 stage "run fleet (callback, outcomes, per-host arguments, early stop)" "$build/fleet" "$swarm_dir"
 stage "valgrind memcheck: fleet" vg "$build/fleet" "$swarm_dir"

@@ -26,10 +26,17 @@ pub fn setup() -> Setup {
     }
 }
 
-/// A client for `worker`, pinned to its certificate when `pinned`.
+/// A client for `worker`, pinned to its certificate when `pinned`, else
+/// through the explicit opt-out.
 pub fn client_for(pki: &TestPki, worker: &StandInWorker, pinned: bool) -> AgentClient {
-    let record = HostRecord::from_value(&worker.host_record("worker-1", pinned)).expect("record");
-    AgentClient::new(&pki.master, record, HostnameVerification::On).expect("client")
+    let value = worker.host_record("worker-1", pinned);
+    if pinned {
+        let record = HostRecord::from_value(&value).expect("record");
+        AgentClient::new(&pki.master, record, HostnameVerification::On).expect("client")
+    } else {
+        let record = HostRecord::from_value_unpinned(&value).expect("record");
+        AgentClient::new_unpinned(&pki.master, record, HostnameVerification::On).expect("client")
+    }
 }
 
 /// Asserts that `result` failed with `kind`, and returns the error.

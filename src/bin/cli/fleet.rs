@@ -132,6 +132,16 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
             serde_json::json!({"host": i, "args": host_args})
         })
         .collect();
+    // `args` is this command's per-host member, not a host-record field.
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|mut record| {
+            if let Some(object) = record.as_object_mut() {
+                object.remove("args");
+            }
+            record
+        })
+        .collect();
     let hostname = match cli.verify_hostname {
         Some(true) => HostnameVerification::On,
         Some(false) => HostnameVerification::Off,
@@ -248,7 +258,7 @@ fn read_hosts(source: &str) -> Result<Vec<Value>> {
             .iter()
             .map(|file| {
                 let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-                serde_json::from_str(&text).map_err(|e| {
+                decnet_agent_client::json::from_str(&text).map_err(|e| {
                     Error::invalid("hosts", format!("{}: malformed JSON: {e}", file.display()))
                 })
             })
@@ -257,7 +267,7 @@ fn read_hosts(source: &str) -> Result<Vec<Value>> {
     let text = read_input(source, "hosts")?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        return match serde_json::from_str(trimmed) {
+        return match decnet_agent_client::json::from_str(trimmed) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(_) => Err(Error::invalid("hosts", "must be a JSON array")),
             Err(e) => Err(Error::invalid("hosts", format!("malformed JSON: {e}"))),
@@ -267,7 +277,7 @@ fn read_hosts(source: &str) -> Result<Vec<Value>> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(n, line)| {
-            serde_json::from_str(line).map_err(|e| {
+            decnet_agent_client::json::from_str(line).map_err(|e| {
                 Error::invalid("hosts", format!("line {}: malformed JSON: {e}", n + 1))
             })
         })

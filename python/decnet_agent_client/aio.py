@@ -1,0 +1,496 @@
+"""asyncio front with the reference master's names: switching is one import.
+
+``AgentClient``, ``UpdaterClient``, ``MasterIdentity``,
+``ensure_master_identity`` and ``FingerprintMismatchError`` have the
+constructors, methods and return shapes of the reference's
+``decnet.swarm.client`` and ``decnet.swarm.updater_client``::
+
+    async with AgentClient(host=host) as agent:
+        await agent.health()
+
+The worker's pin is checked inside every TLS handshake (no probe
+connection). Each call runs the library's blocking call on a bounded
+thread pool (:func:`set_max_workers`, default 4 threads per core, at most
+64), so the event loop never blocks.
+
+Cancellation: cancelling the awaiting task returns at once with
+``CancelledError``, but a call already handed to the library runs to its
+end on its thread (its result is dropped; the client's handle is freed
+only after it returns). A cancelled GET therefore changes nothing; a
+cancelled POST (deploy, mutate, teardown, self-destruct, topology, update)
+may still reach the worker and run there: treat it like a timed-out POST,
+not as "not sent". A call still queued for a thread when it is cancelled is
+never started.
+
+Errors are those of :mod:`decnet_agent_client` and also what reference
+callers catch: ``FingerprintMismatchError`` (a ``RuntimeError`` with
+``host``, ``expected``, ``actual``) on a pin mismatch, and, when ``httpx``
+is installed (it is not required), ``httpx.HTTPStatusError`` (with a
+``response`` whose ``status_code`` is the worker's), ``httpx.ConnectError``,
+``httpx.TimeoutException`` and ``httpx.RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import importlib
+import json
+import os
+import pathlib
+import threading
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+
+from . import errors as _errors
+from .client import Client
+from .fleet import Fleet, HostResult, _Plan
+from .identity import Identity
+from .updater import UpdaterClient as _SyncUpdater
+
+_httpx: Any
+try:  # the classes reference callers catch; httpx itself is optional (and untyped here)
+    _httpx = importlib.import_module("httpx")
+except ImportError:  # pragma: no cover - exercised when httpx is absent
+    _httpx = None
+
+__all__ = [
+    "AgentClient",
+    "UpdaterClient",
+    "MasterIdentity",
+    "ensure_master_identity",
+    "FingerprintMismatchError",
+    "HTTPStatusError",
+    "Response",
+    "AsyncFleet",
+    "set_max_workers",
+]
+
+_T = TypeVar("_T")
+
+#: The reference's default CA folder.
+DEFAULT_CA_DIR = pathlib.Path(os.path.expanduser("~")) / ".decnet" / "ca"
+
+# -- the thread pool ----------------------------------------------------------
+
+_pool_lock = threading.Lock()
+_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+#: Threads in flight at once: a few per core. More threads than cores doing TLS and key
+#: work starve the loop's own thread (measured: 64 threads on 2 cores stalled it 0.1-1.2 s
+#: during a 256-host gather, 4 threads 50-65 ms, on a machine at load 13-22).
+_max_workers = min(64, 4 * (os.cpu_count() or 1))
+
+
+def set_max_workers(count: int) -> None:
+    """Sets how many blocking calls run at once (1 to 4096); takes effect for new calls."""
+    global _pool, _max_workers
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 4096:
+        raise _errors.InvalidArgumentError(
+            f"invalid argument `count`: must be an integer from 1 to 4096, not {count!r}", code=1)
+    with _pool_lock:
+        old, _pool, _max_workers = _pool, None, count
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_max_workers, thread_name_prefix="decnet-aio")
+        return _pool
+
+
+async def _off_loop(owner: Any, function: Callable[..., _T], *args: Any) -> _T:
+    """``function(*args)`` on the pool; a library error becomes the aio class, named after
+    ``owner``'s address."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(_executor(), functools.partial(function, *args))
+    except _errors.DecnetError as error:
+        raise _translate(error, owner) from error
+
+
+# -- errors ---------------------------------------------------------------------
+
+
+class FingerprintMismatchError(_errors.PinMismatchError, RuntimeError):
+    """The worker presented a certificate whose SHA-256 is not the pinned one (or no pin
+    is recorded where one is required). ``host`` is ``address:port``."""
+
+    def __init__(self, host: str, expected: str, actual: str, *, message: Optional[str] = None,
+                 code: Optional[int] = 7):
+        super().__init__(message or (f"agent {host}: cert fingerprint mismatch "
+                                     f"(expected={expected[:16]}…, got={actual[:16]}…)"),
+                         expected=expected, actual=actual, code=code, kind="pin_mismatch")
+        self.host = host
+
+
+def _combined(name: str, ours: "type[_errors.DecnetError]", httpx_name: str) -> Any:
+    """``ours`` alone, or a class that is also ``httpx.<httpx_name>`` when httpx is installed."""
+    bases: Tuple[type, ...] = (ours,)
+    if _httpx is not None:
+        bases += (getattr(_httpx, httpx_name),)
+    return type(name, bases, {"__doc__": f"{ours.__name__}, also httpx.{httpx_name} when "
+                                         "httpx is installed.", "__module__": __name__})
+
+
+def _init_as(cls: type, error: _errors.DecnetError, request: Any) -> BaseException:
+    """A new ``cls`` carrying ``error``'s attributes (and httpx's ``request``)."""
+    made: Any = cls.__new__(cls, str(error))
+    made.args = (str(error),)
+    made.__dict__.update(error.__dict__)
+    if _httpx is not None:
+        made._request = request  # what httpx.RequestError.request reads
+    result: BaseException = made
+    return result
+
+
+HTTPStatusError: Any = _combined("HTTPStatusError", _errors.HTTPStatusError, "HTTPStatusError")
+_ConnectError: Any = _combined("ConnectError", _errors.ConnectError, "ConnectError")
+_TLSError: Any = _combined("TLSError", _errors.TLSError, "ConnectError")
+_TimeoutError: Any = _combined("AgentTimeoutError", _errors.AgentTimeoutError, "TimeoutException")
+_LostError: Any = _combined("ConnectionLostError", _errors.ConnectionLostError,
+                            "RemoteProtocolError")
+_TRANSLATED: Dict[type, Any] = {
+    _errors.ConnectError: _ConnectError,
+    _errors.TLSError: _TLSError,
+    _errors.AgentTimeoutError: _TimeoutError,
+    _errors.ConnectionLostError: _LostError,
+}
+
+
+class Response:
+    """The shape of the ``httpx.Response`` the reference's updater calls return:
+    ``status_code`` (0: the updater closed the connection, as ``/update-self`` does),
+    ``content``, ``text``, ``json()`` and ``raise_for_status()``."""
+
+    def __init__(self, status_code: int, content: bytes):
+        self.status_code = status_code
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        """The body as text."""
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.content)
+
+    def raise_for_status(self) -> "Response":
+        """Raises :data:`HTTPStatusError` for a 4xx or 5xx answer."""
+        if self.status_code >= 400:
+            error = _errors.HTTPStatusError(f"HTTP {self.status_code}", status=self.status_code,
+                                            body=self.text, code=9, kind="http_status")
+            raise _translate(error, None)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<Response [{self.status_code}]>"
+
+
+def _translate(error: _errors.DecnetError, owner: Any) -> BaseException:
+    """The aio exception for a library error raised by a call of ``owner``."""
+    where = getattr(owner, "_where", "") if owner is not None else ""
+    if isinstance(error, _errors.PinMismatchError):
+        return FingerprintMismatchError(where, error.expected or "", error.actual or "",
+                                        message=str(error), code=error.code)
+    request = None
+    if _httpx is not None:
+        request = _httpx.Request("GET", f"https://{where or 'worker'}/")
+    if isinstance(error, _errors.HTTPStatusError):
+        made = _init_as(HTTPStatusError, error, request)
+        if _httpx is not None:
+            setattr(made, "request", request)
+            setattr(made, "response", _httpx.Response(
+                error.status, content=(error.body or "").encode("utf-8"), request=request))
+        return made
+    cls = _TRANSLATED.get(type(error))
+    return error if cls is None else _init_as(cls, error, request)
+
+
+# -- identity -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MasterIdentity:
+    """Paths to the master's client bundle (``<ca_dir>/master/``)."""
+
+    key_path: pathlib.Path
+    cert_path: pathlib.Path
+    ca_cert_path: pathlib.Path
+
+
+def ensure_master_identity(ca_dir: Union[str, "os.PathLike[str]"] = DEFAULT_CA_DIR) -> MasterIdentity:
+    """Creates (or loads) the CA and the master's bundle under ``ca_dir``; idempotent."""
+    Identity.ensure(ca_dir).close()
+    master = pathlib.Path(ca_dir) / "master"
+    return MasterIdentity(key_path=master / "worker.key", cert_path=master / "worker.crt",
+                          ca_cert_path=master / "ca.crt")
+
+
+def _load(identity: MasterIdentity) -> Identity:
+    return Identity.load(identity.ca_cert_path, identity.cert_path, identity.key_path)
+
+
+# -- clients --------------------------------------------------------------------
+
+
+class _AsyncOwner:
+    """What the agent and updater clients share: the ``async with`` lifetime."""
+
+    _sync: Any
+    _where: str
+    _kind: str
+
+    def _require(self) -> Any:
+        if self._sync is None:
+            raise RuntimeError(f"{self._kind} used outside `async with` block")
+        return self._sync
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        return await _off_loop(self, getattr(self._require(), name), *args)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()  # freed once a call still running on the pool returns
+
+
+class AgentClient(_AsyncOwner):
+    """A worker agent's client, pinned inside every handshake.
+
+    ``host`` is a host record (``address``, ``agent_port``, ``client_cert_fingerprint``,
+    ...); or give ``address`` and ``agent_port``. ``identity`` defaults to
+    :func:`ensure_master_identity`. ``verify_hostname`` None reads
+    ``DECNET_VERIFY_HOSTNAME``.
+    """
+
+    _kind = "AgentClient"
+
+    def __init__(self, host: Optional[Dict[str, Any]] = None, *, address: Optional[str] = None,
+                 agent_port: Optional[int] = None, identity: Optional[MasterIdentity] = None,
+                 verify_hostname: Optional[bool] = None):
+        if host is not None:
+            self._address = host["address"]
+            self._port = int(host.get("agent_port") or 8765)
+            self._host_name = host.get("name")
+        elif address is None or agent_port is None:
+            raise ValueError("AgentClient requires either a host dict or address+agent_port")
+        else:
+            self._address, self._port, self._host_name = address, int(agent_port), None
+        self._host = host
+        self._identity = identity or ensure_master_identity()
+        self._verify_hostname = verify_hostname
+        self._where = f"{self._address}:{self._port}"
+        self._sync: Optional[Client] = None
+
+    def _open(self) -> Client:
+        with _load(self._identity) as identity:
+            if self._host is not None:
+                client = Client.from_host(identity, dict(self._host, agent_port=self._port),
+                                          verify_hostname=self._verify_hostname)
+            else:
+                client = Client.connect_to(identity, self._address, self._port,
+                                           verify_hostname=self._verify_hostname)
+        try:
+            client.connect()  # the handshake, pin checked inside it: fail at `async with`
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def __aenter__(self) -> "AgentClient":
+        self._sync = await _off_loop(self, self._open)
+        return self
+
+    async def health(self) -> Dict[str, Any]:
+        """``GET /health``."""
+        answer: Dict[str, Any] = await self._call("health")
+        return answer
+
+    async def status(self) -> Dict[str, Any]:
+        """``GET /status``."""
+        answer: Dict[str, Any] = await self._call("status")
+        return answer
+
+    async def deploy(self, config: Any, *, dry_run: bool = False,
+                     no_cache: bool = False) -> Dict[str, Any]:
+        """``POST /deploy`` of ``config`` (a dict, JSON text, or a pydantic model)."""
+        if hasattr(config, "model_dump"):
+            config = config.model_dump(mode="json")
+        answer: Dict[str, Any] = await self._call("deploy", config, dry_run, no_cache)
+        return answer
+
+    async def mutate(self, decky_id: str, services: List[str], *,
+                     dry_run: bool = False) -> Dict[str, Any]:
+        """``POST /mutate``."""
+        answer: Dict[str, Any] = await self._call("mutate", decky_id, list(services), dry_run)
+        return answer
+
+    async def teardown(self, decky_id: Optional[str] = None) -> Dict[str, Any]:
+        """``POST /teardown`` (None: every decky)."""
+        answer: Dict[str, Any] = await self._call("teardown", decky_id)
+        return answer
+
+    async def self_destruct(self) -> Dict[str, Any]:
+        """``POST /self-destruct``."""
+        answer: Dict[str, Any] = await self._call("self_destruct")
+        return answer
+
+    async def apply_topology(self, hydrated: Dict[str, Any], version_hash: str) -> Dict[str, Any]:
+        """``POST /topology/apply`` (the library checks ``version_hash`` against its own)."""
+        answer: Dict[str, Any] = await self._call("apply_topology", hydrated, version_hash)
+        return answer
+
+    async def teardown_topology(self, topology_id: str) -> Dict[str, Any]:
+        """``POST /topology/teardown``."""
+        answer: Dict[str, Any] = await self._call("teardown_topology", topology_id)
+        return answer
+
+    async def get_topology_state(self) -> Dict[str, Any]:
+        """``GET /topology/state``."""
+        answer: Dict[str, Any] = await self._call("topology_state")
+        return answer
+
+    def __repr__(self) -> str:
+        return (f"AgentClient(name={self._host_name!r}, address={self._address!r}, "
+                f"port={self._port})")
+
+
+class UpdaterClient(_AsyncOwner):
+    """A worker updater's client; a host without ``updater_cert_fingerprint`` is refused
+    (:class:`FingerprintMismatchError`) before any connection."""
+
+    _kind = "UpdaterClient"
+
+    def __init__(self, host: Optional[Dict[str, Any]] = None, *, address: Optional[str] = None,
+                 updater_port: int = 8766, identity: Optional[MasterIdentity] = None,
+                 verify_hostname: Optional[bool] = None):
+        if host is not None:
+            self._address = host["address"]
+            pin = host.get("updater_cert_fingerprint")
+        elif address is None:
+            raise ValueError("UpdaterClient requires host dict or address")
+        else:
+            self._address, pin = address, None
+        self._pin: Optional[str] = pin.lower() if isinstance(pin, str) else None
+        self._port = updater_port
+        self._identity = identity or ensure_master_identity()
+        self._verify_hostname = verify_hostname
+        self._where = f"{self._address}:{self._port}"
+        self._sync: Optional[_SyncUpdater] = None
+
+    def _open(self) -> _SyncUpdater:
+        with _load(self._identity) as identity:
+            return _SyncUpdater.connect_to(identity, self._address, self._port, self._pin or "",
+                                           verify_hostname=self._verify_hostname)
+
+    async def __aenter__(self) -> "UpdaterClient":
+        if not self._pin:
+            raise FingerprintMismatchError(
+                self._where, "<no updater_cert_fingerprint recorded for host>", "")
+        self._sync = await _off_loop(self, self._open)
+        return self
+
+    async def health(self) -> Dict[str, Any]:
+        """``GET /health``."""
+        answer: Dict[str, Any] = await self._call("health")
+        return answer
+
+    async def releases(self) -> Dict[str, Any]:
+        """``GET /releases``."""
+        answer: Dict[str, Any] = await self._call("releases")
+        return answer
+
+    async def _answer(self, name: str, *args: Any) -> Response:
+        """A call whose HTTP error statuses are answers, not exceptions."""
+        try:
+            answer = await self._call(name, *args)
+        except _errors.HTTPStatusError as error:
+            return Response(error.status, (error.body or "").encode("utf-8"))
+        return Response(200, json.dumps(answer).encode("utf-8"))
+
+    async def update(self, tarball: bytes, sha: str = "") -> Response:
+        """``POST /update``: the answer whatever its status (200, 409, 500 ...)."""
+        return await self._answer("update", tarball, sha)
+
+    async def update_self(self, tarball: bytes, sha: str = "") -> Response:
+        """``POST /update-self``: status 0 and no content when the updater closed the
+        connection (it re-executes itself); poll ``health()`` for the new release."""
+        try:
+            outcome = await self._call("update_self", tarball, sha)
+        except _errors.HTTPStatusError as error:
+            return Response(error.status, (error.body or "").encode("utf-8"))
+        if outcome.connection_closed:
+            return Response(0, b"")
+        return Response(200, json.dumps(outcome.body).encode("utf-8"))
+
+    async def rollback(self) -> Response:
+        """``POST /rollback``: the answer whatever its status."""
+        return await self._answer("rollback")
+
+
+# -- fleets ---------------------------------------------------------------------
+
+
+class AsyncFleet:
+    """A :class:`~decnet_agent_client.Fleet` awaited from asyncio: ``await fleet.call(...)``
+    and ``async for result in fleet.as_completed(...)``. The sweep runs on its own thread;
+    results are posted to the loop with ``call_soon_threadsafe``."""
+
+    def __init__(self, fleet: Fleet):
+        self.fleet = fleet
+
+    async def call(self, rpc: str, plan: _Plan = None, **options: Any) -> List[HostResult]:
+        """:meth:`Fleet.call` off the loop."""
+        return await _off_loop(None, functools.partial(self.fleet.call, rpc, plan, **options))
+
+    async def as_completed(self, rpc: str, plan: _Plan = None, *,
+                           concurrency: Optional[int] = None,
+                           deadline: Optional[float] = None) -> AsyncIterator[HostResult]:
+        """Yields each host's result as it completes. Leaving the loop early (or cancelling
+        the task) stops the sweep: hosts not yet started are not attempted; hosts in flight
+        finish on the sweep's thread."""
+        loop = asyncio.get_running_loop()
+        queue: "asyncio.Queue[Any]" = asyncio.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def on_result(result: HostResult) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, result)
+            return stop.is_set()
+
+        def run() -> None:
+            try:
+                results = self.fleet.call(rpc, plan, concurrency=concurrency, deadline=deadline,
+                                          on_result=on_result)
+                item: Any = (done, results, None)
+            except BaseException as error:
+                item = (done, None, error)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                pass
+
+        sweep = threading.Thread(target=run, name="decnet-aio-fleet", daemon=True)
+        sweep.start()
+        seen = set()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, tuple) and item and item[0] is done:
+                    _, results, error = item
+                    if error is not None:
+                        raise error
+                    for result in results:
+                        if result.index not in seen:
+                            yield result
+                    return
+                seen.add(item.index)
+                yield item
+        finally:
+            stop.set()

@@ -1,0 +1,124 @@
+"""decnet_agent_client.aio against OpenSSL stand-in workers: the loop keeps running,
+pins fail at ``async with``, cancellation returns at once, fleets stream results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import decnet_agent_client as dac
+from decnet_agent_client import aio
+
+
+@pytest.fixture
+def master(ca_dir, identity):
+    """The reference-shaped identity (paths) of the conftest's master bundle."""
+    return aio.ensure_master_identity(ca_dir)
+
+
+async def _ticks_during(awaitable, period=0.01):
+    """(result or exception, ticks of a ``period`` ticker while ``awaitable`` ran)."""
+    ticks = 0
+    running = True
+
+    async def ticker():
+        nonlocal ticks
+        while running:
+            await asyncio.sleep(period)
+            ticks += 1
+
+    task = asyncio.ensure_future(ticker())
+    try:
+        return await awaitable, ticks
+    finally:
+        running = False
+        await task
+
+
+def test_a_slow_worker_does_not_block_the_loop(worker, master):
+    worker.set_fault("stall", 1.0)
+
+    async def main():
+        async with aio.AgentClient(worker.host_record(), identity=master,
+                                   verify_hostname=True) as agent:
+            return await _ticks_during(agent.health())
+
+    answer, ticks = asyncio.run(main())
+    assert answer["status"] == "ok"
+    assert ticks >= 30, f"the loop ticked {ticks} times in a 1 s call"  # 100 when idle
+
+
+def test_a_wrong_pin_fails_at_async_with_before_any_request(worker, master):
+    async def main():
+        async with aio.AgentClient(worker.host_record(pin="0" * 64), identity=master):
+            pass
+
+    with pytest.raises(aio.FingerprintMismatchError) as caught:
+        asyncio.run(main())
+    error = caught.value
+    assert isinstance(error, RuntimeError) and isinstance(error, dac.PinMismatchError)
+    assert error.host == f"127.0.0.1:{worker.port}"
+    assert error.expected == "0" * 64 and error.actual == worker.fingerprint
+    assert worker.ledger == []
+
+
+def test_a_cancelled_call_returns_at_once(worker, master):
+    worker.set_fault("stall", 3.0)
+
+    async def main():
+        async with aio.AgentClient(worker.host_record(), identity=master) as agent:
+            task = asyncio.ensure_future(agent.health())
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) < 0.5
+
+
+def test_http_errors_carry_the_status(worker, master):
+    worker.set_fault("server_error")
+
+    async def main():
+        async with aio.AgentClient(worker.host_record(), identity=master) as agent:
+            await agent.status()
+
+    with pytest.raises(dac.HTTPStatusError) as caught:
+        asyncio.run(main())
+    assert isinstance(caught.value, aio.HTTPStatusError) and caught.value.status == 500
+
+
+def test_an_updater_host_without_a_pin_is_refused_before_connecting(free_port, master):
+    async def main():
+        async with aio.UpdaterClient({"address": "127.0.0.1"}, updater_port=free_port,
+                                     identity=master):
+            pass
+
+    with pytest.raises(aio.FingerprintMismatchError) as caught:
+        asyncio.run(main())
+    assert "no updater_cert_fingerprint" in caught.value.expected
+
+
+def test_a_fleet_streams_results_with_async_for(start_worker, rsa_bundle, identity):
+    workers = [start_worker(rsa_bundle) for _ in range(3)]
+    workers[0].set_fault("stall", 1.0)
+    hosts = [w.host_record(name=f"w{i}") for i, w in enumerate(workers)]
+
+    async def main():
+        with dac.Fleet(identity, hosts, verify_hostname=True) as fleet:
+            swept = aio.AsyncFleet(fleet)
+
+            async def collect():
+                return [r async for r in swept.as_completed("health")]
+            streamed = await _ticks_during(collect())
+            return streamed, await swept.call("health", [1, 2])
+
+    (results, ticks), called = asyncio.run(main())
+    assert [r.index for r in called] == [1, 2] and all(r.ok for r in called)
+    assert [r.index for r in results][-1] == 0  # the stalled host completes last
+    assert sorted(r.index for r in results) == [0, 1, 2] and all(r.ok for r in results)
+    assert ticks >= 30, f"the loop ticked {ticks} times during a 1 s sweep"
