@@ -25,9 +25,11 @@ use crate::topology;
 /// The worker agent's default port.
 pub const DEFAULT_AGENT_PORT: u16 = 8765;
 
-/// The host-record members a client reads or keeps for the updater; any
-/// other key is refused, so a misspelt pin cannot pass unnoticed.
-pub const HOST_RECORD_FIELDS: [&str; 7] = [
+/// The host-record members a client accepts: those it reads or keeps for
+/// the updater, then the other columns of the reference master's
+/// `swarm_hosts` row (so its records pass as they are stored). Any other
+/// key is refused, so a misspelt pin cannot pass unnoticed.
+pub const HOST_RECORD_FIELDS: [&str; 13] = [
     "uuid",
     "name",
     "address",
@@ -35,6 +37,12 @@ pub const HOST_RECORD_FIELDS: [&str; 7] = [
     "client_cert_fingerprint",
     "updater_cert_fingerprint",
     "updater_port",
+    "status",
+    "last_heartbeat",
+    "cert_bundle_path",
+    "enrolled_at",
+    "notes",
+    "use_ipvlan",
 ];
 
 /// A worker as the master records it.

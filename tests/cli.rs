@@ -555,6 +555,7 @@ fn an_address_without_a_pin_needs_no_pin() {
         None,
     );
     assert_eq!(both.status.code(), Some(2));
+}
 
 /// A deploy config read by the CLI reaches the worker as written: a key
 /// spelled like serde_json's private number token stays a key (with a

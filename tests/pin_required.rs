@@ -50,6 +50,16 @@ fn a_misspelt_key_is_refused_by_name_even_when_unpinned_is_allowed() {
     }
 }
 
+/// A `swarm_hosts` row as the reference master stores and serves it.
+#[test]
+fn a_reference_master_row_parses_as_stored() {
+    let row = json!({"uuid": "u", "name": "w", "address": "10.0.0.5", "agent_port": 8765,
+        "status": "enrolled", "last_heartbeat": null, "client_cert_fingerprint": PIN,
+        "updater_cert_fingerprint": null, "cert_bundle_path": "/var/lib/decnet/ca/workers/w",
+        "enrolled_at": "2026-12-01T10:00:00+00:00", "notes": null, "use_ipvlan": true});
+    assert_eq!(HostRecord::from_value(&row).unwrap().pin.as_deref(), Some(PIN));
+}
+
 #[test]
 fn every_field_of_the_contract_and_of_enrollment_still_parses() {
     let full = json!({"uuid": "u", "name": "w", "address": "10.0.0.5", "agent_port": null,
