@@ -279,15 +279,23 @@ impl Fleet {
     /// in plan order.
     ///
     /// `on_result` is called on this thread, one call at a time, as each
-    /// host completes (completion order); [`Flow::Stop`] starts no more
-    /// hosts, and no callback follows. With a deadline, the sweep returns
-    /// when it expires and every unfinished host reports
-    /// [`Error::Timeout`] with phase [`TimeoutPhase::Deadline`] (in flight
-    /// or never started: `elapsed` tells them apart), passed to `on_result` at that
-    /// moment in input order; a thread still waiting on a hung worker
-    /// finishes on its own, within that host's timeouts, holding nothing
-    /// the caller sees. So unless it stops the sweep, `on_result` sees
-    /// every host once.
+    /// host completes (completion order). Guarantees:
+    ///
+    /// - Stop: once `on_result` returns [`Flow::Stop`], no host starts
+    ///   (not even the next one at concurrency 1: a thread gets its next
+    ///   host only after `on_result` has seen its last result), and no
+    ///   callback follows; hosts never started are [`Outcome::NotAttempted`].
+    /// - Deadline: it is handed down into every host's call, so connect
+    ///   (with the handshake), send and receive each end by it, and no
+    ///   request starts after it. Hosts it cut short report
+    ///   [`Error::Timeout`] with phase [`TimeoutPhase::Deadline`], passed to
+    ///   `on_result` then, in input order; `may_have_reached_worker` is
+    ///   false only when no byte of the request left (always for hosts
+    ///   never started, `elapsed` zero).
+    /// - Return: every sweep thread has ended; no request leaves and no
+    ///   event is raised for this sweep afterwards.
+    ///
+    /// So unless it stops the sweep, `on_result` sees every host once.
     ///
     /// Errors (before any traffic): an unknown or repeated host, or a bad
     /// concurrency or deadline (invalid argument); no worker thread could
