@@ -244,7 +244,7 @@ class OpenSSLWorker:
             "agent_port": self.port,
             "client_cert_fingerprint": pin if pin is not None else (self.fingerprint if pinned else None),
             "status": "enrolled",
-            "last_seen": None,
+            "last_heartbeat": None,
         }
 
     def set_fault(self, name: Optional[str], argument: Any = None) -> None:

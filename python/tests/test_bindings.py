@@ -61,6 +61,7 @@ def header_functions():
 _EXPECTED_CTYPES = {
     "void": None,
     "decnet_result": c_int,
+    "decnet_timeout_phase": c_uint32,
     "bool": c_bool,
     "uint16_t": c_uint16,
     "uint32_t": c_uint32,
@@ -312,9 +313,10 @@ def test_malformed_json_and_bad_host_records(identity):
 
 
 def test_host_record_forms_and_describe(identity):
-    record = {"address": "127.0.0.1", "agent_port": None, "name": "w-9", "uuid": "u", "extra": [1]}
-    with dac.Client.from_host(identity, record) as by_dict, \
-            dac.Client.from_host(identity, '{"address": "127.0.0.1", "agent_port": 0}') as by_text, \
+    record = {"address": "127.0.0.1", "agent_port": None, "name": "w-9", "uuid": "u", "notes": [1]}
+    with dac.Client.from_host(identity, record, allow_unpinned=True) as by_dict, \
+            dac.Client.from_host(identity, '{"address": "127.0.0.1", "agent_port": 0}',
+                                 allow_unpinned=True) as by_text, \
             dac.Client.connect_to(identity, "::1", 9000, None) as v6:
         assert by_dict.describe() == "AgentClient(name='w-9', address='127.0.0.1', port=8765)"
         assert repr(by_dict) == by_dict.describe()

@@ -184,7 +184,8 @@ def test_ipv6_worker(identity, start_worker, ca_dir, tmp_path):
 def test_worker_from_another_ca_is_refused(identity, start_worker, foreign_ca_dir, ca_dir, tmp_path):
     make_reference_leaf(foreign_ca_dir, "stranger", ["127.0.0.1"], tmp_path / "stranger")
     stranger = start_worker(tmp_path / "stranger", client_ca=ca_dir / "ca.crt")
-    with dac.Client.from_host(identity, stranger.host_record(pinned=False), verify_hostname=True) as client:
+    with dac.Client.from_host(identity, stranger.host_record(pinned=False), verify_hostname=True,
+                              allow_unpinned=True) as client:
         with pytest.raises(dac.TLSError) as caught:
             client.connect()
         # Every reference CA has the same subject, so a foreign CA's leaf names "our" issuer
