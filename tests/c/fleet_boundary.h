@@ -8,6 +8,9 @@
 #ifndef DECNET_TESTS_FLEET_BOUNDARY_H
 #define DECNET_TESTS_FLEET_BOUNDARY_H
 
+/* A well-formed pin: records must carry one (pinning fails closed). */
+#define PIN64 "abababababababababababababababababababababababababababababababab"
+
 static int fleet_boundary_callback(const char *host_result_json, void *user_data) {
     int *calls = user_data;
     if (calls != NULL) {
@@ -47,7 +50,8 @@ static void test_fleet_boundary(const decnet_identity *identity) {
     expect_error("decnet_fleet_new(hosts_json={})", rc, DECNET_ERR_INVALID_ARGUMENT, "hosts_json");
     fleet = SENTINEL;
     rc = decnet_fleet_new(identity,
-                          "[{\"address\":\"127.0.0.1\",\"uuid\":\"a\"},{\"address\":\"127.0.0.1\",\"uuid\":\"a\"}]",
+                          "[{\"address\":\"127.0.0.1\",\"uuid\":\"a\",\"client_cert_fingerprint\":\"" PIN64 "\"},"
+                          "{\"address\":\"127.0.0.1\",\"uuid\":\"a\",\"client_cert_fingerprint\":\"" PIN64 "\"}]",
                           DECNET_HOSTNAME_ON, &fleet);
     expect_error("decnet_fleet_new(duplicate uuid)", rc, DECNET_ERR_INVALID_ARGUMENT, "hosts[1].uuid");
     CHECK(message_has("hosts[0]"), "duplicate uuid: the message names the first index too");
