@@ -435,10 +435,17 @@ thread_local! {
 /// connect (with its handshake), the send and the receive of one that is
 /// are each cut at it. A sweep hands its deadline down this way.
 pub(crate) fn within_deadline<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
-    let outer = DEADLINE.with(|d| d.replace(deadline));
-    let result = f();
-    DEADLINE.with(|d| d.set(outer));
-    result
+    /// Puts the outer deadline back when `f` returns or unwinds, so a
+    /// panic caught further up (the C boundary's guard) cannot leave this
+    /// thread's later calls under a deadline that has passed.
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEADLINE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEADLINE.with(|d| d.replace(deadline)));
+    f()
 }
 
 /// The time left before this thread's deadline: `Some(ZERO)` once it has
