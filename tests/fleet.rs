@@ -110,7 +110,10 @@ fn every_host_of_a_mixed_fleet_gets_its_own_outcome() {
         let port = member.record["agent_port"].as_u64().unwrap();
         assert_eq!(r.host.address, format!("127.0.0.1:{port}"));
         match member.behaviour {
-            Behaviour::Healthy | Behaviour::ClosesIdle(_) | Behaviour::SlowHandshake(_) => {
+            Behaviour::Healthy
+            | Behaviour::ClosesIdle(_)
+            | Behaviour::SlowHandshake(_)
+            | Behaviour::DeployFailsAfter(_) => {
                 match &r.outcome {
                     Outcome::Ok(v) => assert_eq!(v, &json!({"status": "ok"})),
                     other => panic!("host {i}: {other:?}"),

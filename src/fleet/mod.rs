@@ -16,6 +16,7 @@
 pub(crate) mod engine;
 mod plan;
 mod result;
+mod sharded;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ pub use engine::Flow;
 pub use plan::{Call, HostId, RPC_NAMES};
 pub(crate) use result::sweep_ended;
 pub use result::{error_to_json, HostInfo, HostResult, Outcome};
+pub use sharded::ShardResult;
 
 use crate::client::{
     AgentClient, HandshakeCounts, HostRecord, HostnameVerification, Profile, Timeouts,
@@ -73,6 +75,8 @@ pub struct Fleet {
     clients: Arc<[Arc<AgentClient>]>,
     by_uuid: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
+    /// Each host record's `use_ipvlan` (false when the record has none).
+    use_ipvlan: Vec<bool>,
     defaults: Mutex<Defaults>,
 }
 
@@ -129,6 +133,7 @@ impl Fleet {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Fleet {
+            use_ipvlan: vec![false; clients.len()],
             clients: clients.into(),
             by_uuid,
             by_name,
@@ -163,7 +168,21 @@ impl Fleet {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Fleet::new(identity, records, hostname)
+        let use_ipvlan = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| match item.get("use_ipvlan") {
+                None | Some(Value::Null) => Ok(false),
+                Some(Value::Bool(on)) => Ok(*on),
+                Some(_) => Err(Error::invalid(
+                    format!("hosts[{index}].use_ipvlan"),
+                    "must be true, false or null",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut fleet = Fleet::new(identity, records, hostname)?;
+        fleet.use_ipvlan = use_ipvlan;
+        Ok(fleet)
     }
 
     /// Number of hosts.
@@ -307,11 +326,7 @@ impl Fleet {
         options: SweepOptions,
         on_result: impl FnMut(&HostResult) -> Flow,
     ) -> Result<Vec<HostResult>> {
-        let defaults = *self.defaults.lock().unwrap_or_else(|p| p.into_inner());
-        let concurrency = options.concurrency.unwrap_or(defaults.concurrency);
-        check_concurrency(concurrency)?;
-        let deadline = options.deadline.or(defaults.deadline);
-        check_deadline(deadline)?;
+        let (concurrency, deadline) = self.settings(options)?;
         let mut seen = vec![None; self.clients.len()];
         let mut jobs = Vec::with_capacity(plan.len());
         for (position, (id, call)) in plan.into_iter().enumerate() {
@@ -358,6 +373,16 @@ impl Fleet {
             result::sweep_ended(&ended.results, started.elapsed(), ended.stopped)
         });
         Ok(ended.results)
+    }
+
+    /// The concurrency and deadline of a sweep run with `options`, checked.
+    fn settings(&self, options: SweepOptions) -> Result<(usize, Option<Duration>)> {
+        let defaults = *self.defaults.lock().unwrap_or_else(|p| p.into_inner());
+        let concurrency = options.concurrency.unwrap_or(defaults.concurrency);
+        check_concurrency(concurrency)?;
+        let deadline = options.deadline.or(defaults.deadline);
+        check_deadline(deadline)?;
+        Ok((concurrency, deadline))
     }
 
     fn info(&self, index: usize) -> HostInfo {

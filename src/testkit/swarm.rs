@@ -35,11 +35,14 @@ pub enum Behaviour {
     ClosesIdle(Duration),
     /// Takes this long to answer each TLS handshake, then serves normally.
     SlowHandshake(Duration),
+    /// Brings up this many deckies of a deploy, then answers it 500 (see
+    /// [`Fault::DeployFailsAfter`]).
+    DeployFailsAfter(usize),
 }
 
 impl Behaviour {
     /// A short lowercase label (`healthy`, `stall`, `wrong-cert`, `refuse`,
-    /// `server-error`, `closes-idle`, `slow-handshake`).
+    /// `server-error`, `closes-idle`, `slow-handshake`, `deploy-fails`).
     pub fn label(self) -> &'static str {
         match self {
             Behaviour::Healthy => "healthy",
@@ -49,6 +52,7 @@ impl Behaviour {
             Behaviour::ServerError => "server-error",
             Behaviour::ClosesIdle(_) => "closes-idle",
             Behaviour::SlowHandshake(_) => "slow-handshake",
+            Behaviour::DeployFailsAfter(_) => "deploy-fails",
         }
     }
 }
@@ -113,6 +117,9 @@ impl Swarm {
                     Behaviour::ClosesIdle(after) => worker.set_fault(Fault::CloseIdleAfter(after)),
                     Behaviour::SlowHandshake(delay) => {
                         worker.set_fault(Fault::SlowHandshake(delay))
+                    }
+                    Behaviour::DeployFailsAfter(up) => {
+                        worker.set_fault(Fault::DeployFailsAfter(up))
                     }
                     Behaviour::WrongCertificate => {
                         worker.swap_certificate(&bundle(&format!("{name}-other"))?)?

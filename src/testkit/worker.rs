@@ -85,6 +85,11 @@ pub enum Fault {
     CorruptRecord,
     /// Answer 200 with exactly this body.
     RawBody(&'static str),
+    /// A deploy that fails part-way: the first this-many deckies of the
+    /// config come up, then `/deploy` answers 500; the status snapshot
+    /// then also has the reference's `runtime` map (`{name: {"running":
+    /// true}}` for the deckies up). Every other endpoint behaves.
+    DeployFailsAfter(usize),
 }
 
 /// One request as the stand-in received it.
@@ -589,7 +594,7 @@ fn respond(
         }
         _ => {}
     }
-    let (status, body) = route(shared, request);
+    let (status, body) = route(shared, request, fault);
     let body = body.to_string().into_bytes();
     match fault {
         Fault::ResetMidBody => {
@@ -654,7 +659,7 @@ fn validation_error(location: &[&str], message: &str) -> (u16, Value) {
 }
 
 /// The worker's endpoints.
-fn route(shared: &Shared, request: &Request) -> (u16, Value) {
+fn route(shared: &Shared, request: &Request, fault: Fault) -> (u16, Value) {
     let body = if request.body.is_empty() {
         None
     } else {
@@ -666,14 +671,34 @@ fn route(shared: &Shared, request: &Request) -> (u16, Value) {
     let mut state = lock(&shared.state);
     match (request.method.as_str(), request.path.as_str(), body) {
         ("GET", "/health", _) => (200, json!({"status": "ok"})),
-        ("GET", "/status", _) => (
-            200,
-            json!({
+        ("GET", "/status", _) => {
+            let deckies = state.deckies.clone().unwrap_or_default();
+            let mut snapshot = json!({
                 "deployed": state.deckies.is_some(),
-                "deckies": state.deckies.clone().unwrap_or_default(),
-            }),
-        ),
-        ("POST", "/deploy", Some(body)) => deploy(&mut state, &body),
+                "deckies": deckies,
+            });
+            if let Fault::DeployFailsAfter(_) = fault {
+                let runtime: serde_json::Map<String, Value> = deckies
+                    .iter()
+                    .map(|name| (name.clone(), json!({"running": true})))
+                    .collect();
+                snapshot["runtime"] = Value::Object(runtime);
+            }
+            (200, snapshot)
+        }
+        ("POST", "/deploy", Some(body)) => match fault {
+            Fault::DeployFailsAfter(up) => {
+                let started = deploy(&mut state, &body);
+                if let Some(deckies) = state.deckies.as_mut() {
+                    deckies.truncate(up);
+                }
+                match started.0 {
+                    202 => (500, detail("deploy failed part-way")),
+                    _ => started,
+                }
+            }
+            _ => deploy(&mut state, &body),
+        },
         ("POST", "/mutate", Some(body)) => mutate(&state, &body),
         ("POST", "/teardown", Some(body)) => {
             let target = body.get("decky_id").cloned().unwrap_or(Value::Null);
