@@ -283,6 +283,15 @@ typedef struct decnet_identity decnet_identity;
 typedef struct decnet_updater decnet_updater;
 
 /**
+ * Many workers' updaters driven as one. Opaque. Thread-safe.
+ *
+ * A host record without `updater_cert_fingerprint` is kept and reported
+ * (`no-updater-pin` in a rollout, a pin-mismatch error in a sweep) but
+ * never contacted.
+ */
+typedef struct decnet_updater_fleet decnet_updater_fleet;
+
+/**
  * The timeouts of one profile, in milliseconds. Each bounds one phase as
  * a whole, whatever the worker's pace: `connect` name resolution, the TCP
  * connect and the whole TLS handshake; `write` sending the whole request;
@@ -767,6 +776,37 @@ enum decnet_result decnet_fleet_call(const struct decnet_fleet *fleet,
                                      char **out_results_json);
 
 /**
+ * Deploys one configuration sharded by its deckies' `host_uuid`: each
+ * host some decky names gets the configuration with its own deckies only
+ * (`ipvlan` turned on when its record's `use_ipvlan` is true, never
+ * turned off); hosts no decky names get nothing. With `probe` true, a host
+ * whose deploy failed is then asked its status (within the same
+ * deadline). `options` and `callback` as in `decnet_fleet_call`.
+ *
+ * `*out_results_json` is a JSON array, one object per host that got a
+ * shard, in fleet order: the members of a `decnet_fleet_call` result for
+ * the deploy, plus `deckies` (the names sent) and `probe`: null (no
+ * probe: the deploy succeeded, or `probe` was false), `{"running":
+ * [names], "down": [names]}`, or `{"error": {...}}` (the probe failed).
+ * The callback gets the same objects.
+ *
+ * Ownership: `*out_results_json` is the caller's; free it with
+ * `decnet_string_free`. Thread-safe; blocks until every shard is done.
+ *
+ * Results: `DECNET_OK` when the deploy ran, whatever each host's outcome;
+ * `DECNET_ERR_NULL_ARGUMENT`; `DECNET_ERR_INVALID_ARGUMENT` (malformed
+ * JSON, a decky without `host_uuid` or naming no host of the fleet, bad
+ * options; nothing was sent); `DECNET_ERR_INTERNAL`; `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_fleet_deploy_sharded(const struct decnet_fleet *fleet,
+                                               const char *config_json,
+                                               bool probe,
+                                               const struct decnet_sweep_options *options,
+                                               decnet_fleet_callback callback,
+                                               void *user_data,
+                                               char **out_results_json);
+
+/**
  * Ensures the CA and the master bundle under `ca_dir` (NULL: the default,
  * `$HOME/.decnet/ca`), creating what is missing in the reference layout,
  * and loads the master identity into `*out`.
@@ -1160,6 +1200,155 @@ enum decnet_result decnet_updater_wait_for_release(const struct decnet_updater *
                                                    uint64_t deadline_ms,
                                                    uint64_t interval_ms,
                                                    char **out_json);
+
+/**
+ * Makes an updater fleet from a JSON array of host records: each host's
+ * updater at its `address` and `updater_port` (absent: 8766), pinned to
+ * its `updater_cert_fingerprint`. A uuid or name used twice, or a bad
+ * record, is `DECNET_ERR_INVALID_ARGUMENT` naming its position. No
+ * traffic happens yet.
+ *
+ * Ownership: `*out` is owned by the caller; free it with
+ * `decnet_updater_fleet_free`. `identity` stays the caller's and may be
+ * freed right after this call. Thread-safe.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_updater_fleet_new_from_json(const struct decnet_identity *identity,
+                                                      const char *hosts_json,
+                                                      uint32_t hostname_verification,
+                                                      struct decnet_updater_fleet **out);
+
+/**
+ * Frees an updater fleet and closes its connections. NULL is a no-op.
+ * Call once, after every call using it has returned.
+ */
+void decnet_updater_fleet_free(struct decnet_updater_fleet *fleet);
+
+/**
+ * Writes the number of hosts to `*out`.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_updater_fleet_size(const struct decnet_updater_fleet *fleet, size_t *out);
+
+/**
+ * Sets the fleet's default concurrency (1 to 4096; default 64).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_updater_fleet_set_concurrency(const struct decnet_updater_fleet *fleet,
+                                                        size_t concurrency);
+
+/**
+ * Sets the fleet's default deadline in milliseconds, for sweeps and
+ * rollouts alike; 0 clears it.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_updater_fleet_set_deadline_ms(const struct decnet_updater_fleet *fleet,
+                                                        uint64_t deadline_ms);
+
+/**
+ * Runs one updater RPC over every host and writes every host's result to
+ * `*out_results_json`: a JSON array in fleet order of objects as
+ * `decnet_fleet_call` gives (`index`, `uuid`, `name`, `address`,
+ * `elapsed_ms`, `outcome`, `result` or `error`).
+ *
+ * `rpc` is `health`, `releases`, `update`, `update-self` or `rollback`.
+ * `tarball_path` and `sha` (the git SHA, may be empty) are required for
+ * `update` and `update-self` and must be NULL otherwise; the file is
+ * hashed once and streamed from disk to each host. An update-self whose
+ * connection the updater closed after the request (it re-executes) is
+ * `"outcome": "ok"` with result `{"status": "self_update_queued",
+ * "connection_closed": true}`. A host without an updater pin is an error
+ * of kind `pin_mismatch` with empty fingerprints, never contacted.
+ * `options` and `callback` as in `decnet_fleet_call`.
+ *
+ * Ownership: `*out_results_json` is the caller's; free it with
+ * `decnet_string_free`. Thread-safe; blocks until the sweep ends.
+ *
+ * Results: `DECNET_OK` when the sweep ran, whatever each host's outcome;
+ * `DECNET_ERR_NULL_ARGUMENT`; `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC,
+ * a tarball where none belongs, bad options; nothing was sent);
+ * `DECNET_ERR_IO` (the tarball cannot be read); `DECNET_ERR_INTERNAL`;
+ * `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_updater_fleet_call(const struct decnet_updater_fleet *fleet,
+                                             const char *rpc,
+                                             const char *tarball_path,
+                                             const char *sha,
+                                             const struct decnet_sweep_options *options,
+                                             decnet_fleet_callback callback,
+                                             void *user_data,
+                                             char **out_results_json);
+
+/**
+ * Pushes the release tarball at `tarball_path` (git SHA `sha`, may be
+ * empty unless the policy verifies) to every host under the rollout
+ * policy `policy_json` (NULL: the defaults), a JSON object such as
+ * `{"canary": 1, "batch": "10%", "max_failures": 5, "pause_between": 0,
+ * "self_update": true, "verify": 120}` (seconds; unknown members are
+ * refused). The canary hosts go first and any failure among them stops
+ * the rollout; then batches; once failures reach `max_failures` no new
+ * host starts, hosts in flight finish, the rest are `not-attempted`.
+ * Each host's agent is updated first and, with `self_update`, its
+ * updater only after that succeeded; `verify` then waits for the new
+ * release. `sha256` (NULL: not checked) must be the file's SHA-256 (hex,
+ * any case): the file is hashed once, before any traffic, and a mismatch
+ * is `DECNET_ERR_INVALID_ARGUMENT` then. The file is streamed from disk
+ * to each host, never held in memory. `options` as in
+ * `decnet_fleet_call`; the deadline bounds the whole rollout.
+ *
+ * `callback` (may be NULL) gets each host's object as it ends (hosts
+ * without an updater pin first); non-zero starts no new host.
+ * `*out_results_json` is `{"hosts": [...], "summary": {...}}`: one object
+ * per host in fleet order (`index`, `uuid`, `name`, `address`, `wave`
+ * (`"canary"`, a batch number from 1, or null), `status` (`updated`,
+ * `rolled-back`, `failed`, `self-updated`, `self-failed`, `queued`,
+ * `not-attempted`, `no-updater-pin`, `pin-mismatch`), `http_status`,
+ * `error`, `stderr`, `rolled_back`, `update_ms`, `self_update_ms`,
+ * `verify_ms`), and the summary: `stop` (`completed`, `canary-failed`,
+ * `failure-budget`, `stopped`) and a count per status.
+ *
+ * Ownership: `*out_results_json` is the caller's; free it with
+ * `decnet_string_free`. Thread-safe; blocks until the rollout ends.
+ *
+ * Results: `DECNET_OK` when the rollout ran, however it ended (read
+ * `summary.stop`); `DECNET_ERR_NULL_ARGUMENT`;
+ * `DECNET_ERR_INVALID_ARGUMENT` (malformed or unknown policy member,
+ * digest mismatch, bad options; nothing was sent); `DECNET_ERR_IO` (the
+ * tarball cannot be read); `DECNET_ERR_INTERNAL`; `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_updater_fleet_push(const struct decnet_updater_fleet *fleet,
+                                             const char *tarball_path,
+                                             const char *sha,
+                                             const char *sha256,
+                                             const char *policy_json,
+                                             const struct decnet_sweep_options *options,
+                                             decnet_fleet_callback callback,
+                                             void *user_data,
+                                             char **out_results_json);
+
+/**
+ * Rolls every host back to its previous release under the rollout policy
+ * `policy_json` (NULL: the defaults; `self_update` and `verify` do not
+ * apply and are refused), with the canary, batches and failure budget of
+ * `decnet_updater_fleet_push`. A host that rolled back is `rolled-back`;
+ * one with no previous release (404) or any other failure is `failed`.
+ * Arguments, results JSON, ownership and results as in
+ * `decnet_updater_fleet_push`.
+ */
+enum decnet_result decnet_updater_fleet_rollback(const struct decnet_updater_fleet *fleet,
+                                                 const char *policy_json,
+                                                 const struct decnet_sweep_options *options,
+                                                 decnet_fleet_callback callback,
+                                                 void *user_data,
+                                                 char **out_results_json);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -277,31 +277,104 @@ pub unsafe extern "C" fn decnet_fleet_call(
             None => None,
         };
         // SAFETY: NULL or a readable struct per the contract.
-        let options = match unsafe { options.as_ref() } {
-            None => SweepOptions::default(),
-            Some(o) => SweepOptions {
-                concurrency: (o.concurrency > 0).then_some(o.concurrency),
-                deadline: (o.deadline_ms > 0).then(|| Duration::from_millis(o.deadline_ms)),
-            },
-        };
+        let options = unsafe { sweep_options(options) };
         let plan = fleet
             .inner
             .plan_from_json(rpc, plan.as_ref())
             .map_err(|e| Failure::from(e).argument_named("plan", "plan_json"))?;
-        let results = fleet.inner.sweep(plan, options, |result| match callback {
-            None => Flow::Continue,
-            Some(function) => {
-                let text = to_c_string(result.to_json().to_string());
-                // SAFETY: the caller's function pointer and user data, on
-                // the caller's thread; the text outlives the call.
-                match unsafe { function(text.as_ptr(), user_data) } {
-                    0 => Flow::Continue,
-                    _ => Flow::Stop,
-                }
-            }
+        let results = fleet.inner.sweep(plan, options, |result| {
+            // SAFETY: the caller's callback and user data, on its thread.
+            unsafe { call_back(callback, user_data, &result.to_json()) }
         })?;
         let array = Value::Array(results.iter().map(|r| r.to_json()).collect());
         write_string(slot, array.to_string());
         Ok(())
     })
+}
+
+/// Deploys one configuration sharded by its deckies' `host_uuid`: each
+/// host some decky names gets the configuration with its own deckies only
+/// (`ipvlan` turned on when its record's `use_ipvlan` is true, never
+/// turned off); hosts no decky names get nothing. With `probe` true, a host
+/// whose deploy failed is then asked its status (within the same
+/// deadline). `options` and `callback` as in `decnet_fleet_call`.
+///
+/// `*out_results_json` is a JSON array, one object per host that got a
+/// shard, in fleet order: the members of a `decnet_fleet_call` result for
+/// the deploy, plus `deckies` (the names sent) and `probe`: null (no
+/// probe: the deploy succeeded, or `probe` was false), `{"running":
+/// [names], "down": [names]}`, or `{"error": {...}}` (the probe failed).
+/// The callback gets the same objects.
+///
+/// Ownership: `*out_results_json` is the caller's; free it with
+/// `decnet_string_free`. Thread-safe; blocks until every shard is done.
+///
+/// Results: `DECNET_OK` when the deploy ran, whatever each host's outcome;
+/// `DECNET_ERR_NULL_ARGUMENT`; `DECNET_ERR_INVALID_ARGUMENT` (malformed
+/// JSON, a decky without `host_uuid` or naming no host of the fleet, bad
+/// options; nothing was sent); `DECNET_ERR_INTERNAL`; `DECNET_ERR_PANIC`.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_deploy_sharded(
+    fleet: *const decnet_fleet,
+    config_json: *const c_char,
+    probe: bool,
+    options: *const decnet_sweep_options,
+    callback: decnet_fleet_callback,
+    user_data: *mut c_void,
+    out_results_json: *mut *mut c_char,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let slot = unsafe { out_ptr(out_results_json, "out_results_json") }?;
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let config = unsafe { required_json(config_json, "config_json") }?;
+        let options = unsafe { sweep_options(options) };
+        let results = fleet
+            .inner
+            .deploy_sharded(&config, probe, options, |result| {
+                // SAFETY: the caller's callback and user data, on its thread.
+                unsafe { call_back(callback, user_data, &result.to_json()) }
+            })
+            .map_err(|e| Failure::from(e).argument_named("config", "config_json"))?;
+        let array = Value::Array(results.iter().map(|r| r.to_json()).collect());
+        write_string(slot, array.to_string());
+        Ok(())
+    })
+}
+
+/// The options `options` points at (NULL: the fleet's settings).
+///
+/// # Safety
+/// `options` is NULL or points to a readable `decnet_sweep_options`.
+pub(super) unsafe fn sweep_options(options: *const decnet_sweep_options) -> SweepOptions {
+    // SAFETY: per this function's contract.
+    match unsafe { options.as_ref() } {
+        None => SweepOptions::default(),
+        Some(o) => SweepOptions {
+            concurrency: (o.concurrency > 0).then_some(o.concurrency),
+            deadline: (o.deadline_ms > 0).then(|| Duration::from_millis(o.deadline_ms)),
+        },
+    }
+}
+
+/// Hands `result` to the caller's `callback` (if any) as JSON text and
+/// reads whether to go on.
+///
+/// # Safety
+/// `callback` and `user_data` are the caller's, called on its thread.
+pub(super) unsafe fn call_back(
+    callback: decnet_fleet_callback,
+    user_data: *mut c_void,
+    result: &Value,
+) -> Flow {
+    let Some(function) = callback else {
+        return Flow::Continue;
+    };
+    let text = to_c_string(result.to_string());
+    // SAFETY: the caller's function pointer and user data, on the caller's
+    // thread; the text outlives the call.
+    match unsafe { function(text.as_ptr(), user_data) } {
+        0 => Flow::Continue,
+        _ => Flow::Stop,
+    }
 }

@@ -29,6 +29,7 @@ mod log;
 mod pki;
 mod result;
 mod updater;
+mod updater_fleet;
 
 pub use client::*;
 pub use enroll::*;
@@ -39,6 +40,7 @@ pub use log::*;
 pub use pki::*;
 pub use result::*;
 pub use updater::*;
+pub use updater_fleet::*;
 
 use std::ffi::{c_char, CString};
 

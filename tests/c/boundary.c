@@ -1768,6 +1768,7 @@ static void test_coverage(void) {
 
 #include "boundary_updater.h"
 #include "fleet_boundary.h"
+#include "updater_fleet_boundary.h"
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -1817,6 +1818,7 @@ int main(int argc, char **argv) {
             test_updater_and_enroll(identity, argv[2]);
             test_network_errors(identity);
             test_fleet_boundary(identity);
+            test_deploy_sharded_boundary(identity);
             decnet_identity_free(identity);
             test_identity_freed_in_use();
         }

@@ -417,10 +417,14 @@ static void test_enroll(void) {
     CHECK(rc != DECNET_OK && json == NULL, "enrolling without a CA fails");
 }
 
+/* In updater_fleet_boundary.h: it needs the updater records loaded here. */
+static void test_updater_fleet_boundary(const decnet_identity *identity);
+
 static void test_updater_and_enroll(const decnet_identity *identity, const char *hosts_dir) {
     if (load_updaters(hosts_dir)) {
         test_updater_new(identity);
         test_updater_calls(identity);
+        test_updater_fleet_boundary(identity);
     }
     test_enroll();
     free(g_updater_ok);

@@ -25,12 +25,13 @@
 # build examples-c through the installed pkg-config file (in a temp copy)
 # and through the installed CMake package (shared and static);
 # build tests/c; build and start the stand-in worker; run quickstart,
-# quickstart-static, raii, raii-static (both builds), boundary, thread_exit,
+# quickstart-static, raii, raii-static (both builds), boundary,
+# updater_fleet, thread_exit,
 # exact_answer, key_modes, log_events and threads; build tests/cxx (g++,
 # clang++, ASan+UBSan, TSan; the compile-fail check) and run each, then the
 # wrapper's overhead benchmark; start the swarm and run
 # fleet (plain and under valgrind); valgrind memcheck over quickstart, raii,
-# boundary, log_events and threads; an ASan+UBSan build
+# boundary, log_events, updater_fleet and threads; an ASan+UBSan build
 # of quickstart, boundary and threads; a TSan build of threads, preceded by
 # a negative control (a deliberately racy build must be caught). Each stage
 # prints a header; the first failure stops the run. The last line is
@@ -204,6 +205,7 @@ build_tests() {
         cc "${warn[@]}" $cflags -o "$build/key_modes" tests/c/key_modes.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -o "$build/log_events" tests/c/log_events.c $libs -Wl,-rpath,"$libdir"
         cc "${warn[@]}" $cflags -pthread -o "$build/fleet" tests/c/fleet.c $libs -Wl,-rpath,"$libdir"
+        cc "${warn[@]}" $cflags -o "$build/updater_fleet" tests/c/updater_fleet.c $libs -Wl,-rpath,"$libdir"
     }
 }
 
@@ -338,7 +340,7 @@ stage "build and install the library (make install-lib, TARGET_DIR=$lib_target)"
 stage "header matches the library's exports; coverage list" check_header
 stage "build examples-c via pkg-config (temp copy)" build_examples
 stage "build examples-c via the installed CMake package (shared and static)" build_examples_cmake
-stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes, log_events)" build_tests
+stage "build tests/c (boundary, threads, thread_exit, exact_answer, key_modes, log_events, fleet, updater_fleet)" build_tests
 stage "build the stand-in worker (testkit, TARGET_DIR=$standin_target)" build_standin
 stage "start the stand-in worker" start_standin
 stage "run quickstart" run_example quickstart
@@ -347,6 +349,7 @@ stage "run raii" run_example raii
 stage "run raii-static" run_example raii-static
 stage "run the CMake-built quickstart, quickstart-static, raii, raii-static" run_cmake_examples
 stage "run boundary" run_boundary "$build/boundary"
+stage "run updater_fleet (canary, self-update with verify, stop, rollback)" "$build/updater_fleet" "$ca_dir" "$hosts"
 stage "run thread_exit (last-error calls from a thread-exit destructor)" "$build/thread_exit"
 stage "run exact_answer (an odd key reaches C as written)" "$build/exact_answer" "$ca_dir" "$hosts"
 stage "run key_modes (an unprotected key is DECNET_ERR_PKI with the fix)" "$build/key_modes" "$ca_dir"
@@ -365,6 +368,7 @@ stage "valgrind memcheck: quickstart" vg "$build/examples-c/quickstart" "$ca_dir
 stage "valgrind memcheck: raii" vg "$build/examples-c/raii" "$ca_dir" "$hosts/ok.json"
 stage "valgrind memcheck: boundary" run_boundary vg "$build/boundary"
 stage "valgrind memcheck: log_events" vg "$build/log_events" "$ca_dir" "$hosts"
+stage "valgrind memcheck: updater_fleet" vg "$build/updater_fleet" "$ca_dir" "$hosts"
 stage "valgrind memcheck: threads (50 calls per thread)" vg "$build/threads" "$ca_dir" "$hosts" 50
 stage "build with AddressSanitizer + UBSan (quickstart, boundary, threads)" build_asan
 stage "ASan: quickstart" "$build/quickstart-asan" "$ca_dir" "$hosts/ok.json"
