@@ -58,6 +58,7 @@ from ._native import (
     _FleetPtr,
     _IdentityPtr,
     _LogCallback,
+    _UpdaterFleetPtr,
     _UpdaterPtr,
     lib,
     library_path,
@@ -85,7 +86,16 @@ from .errors import (
     _result_name,
     last_error,
 )
-from .fleet import FLEET_RPCS, Fleet, HostResult
+from .fleet import (
+    FLEET_RPCS,
+    UPDATER_FLEET_RPCS,
+    Fleet,
+    HostResult,
+    Rollout,
+    RolloutHost,
+    ShardResult,
+    UpdaterFleet,
+)
 from .identity import Identity, enroll, ensure_ca, fingerprint_file, issue_worker_bundle
 from .logging_bridge import LOGGER_NAME, TRACE, sync_logging
 from .updater import UPDATER_PROFILES, SelfUpdateResult, UpdaterClient
@@ -112,6 +122,11 @@ __all__ = [
     "Fleet",
     "HostResult",
     "FLEET_RPCS",
+    "UpdaterFleet",
+    "UPDATER_FLEET_RPCS",
+    "Rollout",
+    "RolloutHost",
+    "ShardResult",
     "Timeouts",
     "HandshakeCounts",
     "PROFILES",

@@ -133,6 +133,10 @@ class _FleetStruct(_Opaque):
     """`struct decnet_fleet` (opaque)."""
 
 
+class _UpdaterFleetStruct(_Opaque):
+    """`struct decnet_updater_fleet` (opaque)."""
+
+
 class _CSweepOptions(Structure):
     """`struct decnet_sweep_options`: 0 in a field means the fleet's setting."""
 
@@ -143,6 +147,7 @@ _ClientPtr = POINTER(_ClientStruct)
 _IdentityPtr = POINTER(_IdentityStruct)
 _UpdaterPtr = POINTER(_UpdaterStruct)
 _FleetPtr = POINTER(_FleetStruct)
+_UpdaterFleetPtr = POINTER(_UpdaterFleetStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
 # `decnet_log_callback`: (level, event_json, user_data)
@@ -270,6 +275,33 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_fleet_call": (
         _Result,
         [_FleetPtr, c_char_p, c_char_p, POINTER(_CSweepOptions), _FleetCallback, ctypes.c_void_p,
+         POINTER(_OwnedStr)],
+    ),
+    "decnet_fleet_deploy_sharded": (
+        _Result,
+        [_FleetPtr, c_char_p, c_bool, POINTER(_CSweepOptions), _FleetCallback, ctypes.c_void_p,
+         POINTER(_OwnedStr)],
+    ),
+    # updater fleets
+    "decnet_updater_fleet_new_from_json": (
+        _Result, [_IdentityPtr, c_char_p, c_uint32, POINTER(_UpdaterFleetPtr)]),
+    "decnet_updater_fleet_free": (None, [_UpdaterFleetPtr]),
+    "decnet_updater_fleet_size": (_Result, [_UpdaterFleetPtr, POINTER(c_size_t)]),
+    "decnet_updater_fleet_set_concurrency": (_Result, [_UpdaterFleetPtr, c_size_t]),
+    "decnet_updater_fleet_set_deadline_ms": (_Result, [_UpdaterFleetPtr, c_uint64]),
+    "decnet_updater_fleet_call": (
+        _Result,
+        [_UpdaterFleetPtr, c_char_p, c_char_p, c_char_p, POINTER(_CSweepOptions), _FleetCallback,
+         ctypes.c_void_p, POINTER(_OwnedStr)],
+    ),
+    "decnet_updater_fleet_push": (
+        _Result,
+        [_UpdaterFleetPtr, c_char_p, c_char_p, c_char_p, c_char_p, POINTER(_CSweepOptions),
+         _FleetCallback, ctypes.c_void_p, POINTER(_OwnedStr)],
+    ),
+    "decnet_updater_fleet_rollback": (
+        _Result,
+        [_UpdaterFleetPtr, c_char_p, POINTER(_CSweepOptions), _FleetCallback, ctypes.c_void_p,
          POINTER(_OwnedStr)],
     ),
 }

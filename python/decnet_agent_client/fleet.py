@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 import threading
 from ctypes import byref, c_size_t
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
-from ._convert import _c_text, _hostname_choice, _invalid, _profile_code, _to_ms
+from ._convert import _c_json, _c_path, _c_text, _hostname_choice, _invalid, _profile_code, _to_ms
 from ._handles import _Handle, _HandleOwner
-from ._native import DECNET_OK, _CSweepOptions, _CTimeouts, _FleetCallback, _FleetPtr, _OwnedStr, lib
+from ._native import (
+    DECNET_OK,
+    _CSweepOptions,
+    _CTimeouts,
+    _FleetCallback,
+    _FleetPtr,
+    _OwnedStr,
+    _UpdaterFleetPtr,
+    lib,
+)
 from .client import HandshakeCounts, _handshake_counts, _set_resumption
 from .errors import (
     _ERROR_CLASSES,
@@ -29,6 +38,9 @@ from .identity import Identity
 #: The RPC names a fleet accepts.
 FLEET_RPCS = ("health", "status", "topology-state", "self-destruct", "deploy", "mutate",
               "teardown", "apply-topology", "teardown-topology")
+
+#: The RPC names an :class:`UpdaterFleet` sweep accepts.
+UPDATER_FLEET_RPCS = ("health", "releases", "update", "update-self", "rollback")
 
 
 def _deadline_ms(seconds: float) -> int:
@@ -183,32 +195,34 @@ class Fleet(_HandleOwner):
         (same); a dict mapping each host reference to its own arguments (a dict, e.g.
         ``{"config": {...}}`` for deploy); or a list of ``{"host": ref, "args": {...}}``.
         """
-        options = _CSweepOptions(
-            0 if concurrency is None else _count(concurrency, "concurrency"),
-            0 if deadline is None else _deadline_ms(deadline))
+        options = _options(concurrency, deadline)
         plan_text = _plan_json(plan)
-        failure: List[BaseException] = []
-
-        def trampoline(text: bytes, _user_data: Any) -> int:
-            if on_result is None or failure:
-                return 1 if failure else 0
-            try:
-                return 1 if on_result(HostResult(json.loads(text))) else 0
-            except BaseException as error:  # re-raised once the call returns
-                failure.append(error)
-                return 1
-
-        callback = _FleetCallback(trampoline)
-        out = _OwnedStr()
         with self._handle as pointer:
-            result = lib.decnet_fleet_call(pointer, _c_text(rpc, "rpc"), plan_text, byref(options),
-                                           callback, None, byref(out))
-            if result != DECNET_OK:
-                raise last_error(result)
-        results = [HostResult(item) for item in json.loads(_take_string(out))]
-        if failure:
-            raise failure[0]
-        return results
+            text = _run_with_callback(
+                lambda callback, out: lib.decnet_fleet_call(
+                    pointer, _c_text(rpc, "rpc"), plan_text, byref(options), callback, None, out),
+                on_result, HostResult)
+        return [HostResult(item) for item in json.loads(text)]
+
+    def deploy_sharded(self, config: Dict[str, Any], *, probe: bool = True,
+                       concurrency: Optional[int] = None, deadline: Optional[float] = None,
+                       on_result: Optional[Any] = None) -> "List[ShardResult]":
+        """Deploys one configuration sharded by its deckies' ``host_uuid``: each host some
+        decky names gets the configuration with its own deckies only (``ipvlan`` turned on
+        when its record's ``use_ipvlan`` is true, never off); hosts no decky names get
+        nothing. With ``probe``, a host whose deploy failed is then asked its status, so
+        :attr:`ShardResult.running` says which of its deckies are up. A decky without
+        ``host_uuid`` or naming no host of the fleet raises :class:`InvalidArgumentError`
+        before any traffic. One :class:`ShardResult` per host that got a shard, in fleet
+        order; ``on_result`` as in :meth:`call`."""
+        options = _options(concurrency, deadline)
+        text_config = _c_json(config, "config")
+        with self._handle as pointer:
+            text = _run_with_callback(
+                lambda callback, out: lib.decnet_fleet_deploy_sharded(
+                    pointer, text_config, bool(probe), byref(options), callback, None, out),
+                on_result, ShardResult)
+        return [ShardResult(item) for item in json.loads(text)]
 
     def as_completed(self, rpc: str, plan: _Plan = None, *, concurrency: Optional[int] = None,
                      deadline: Optional[float] = None) -> Iterable[HostResult]:
@@ -299,6 +313,229 @@ class Fleet(_HandleOwner):
         """``POST /topology/teardown``: ``topology_ids`` maps host reference → topology id."""
         return self.call("teardown-topology", {host: {"topology_id": tid}
                                                for host, tid in topology_ids.items()}, **options)
+
+
+class ShardResult(HostResult):
+    """One host's part of :meth:`Fleet.deploy_sharded`: the deploy's :class:`HostResult`,
+    plus ``deckies`` (the names it was sent) and, after a failed deploy with the probe,
+    ``running`` and ``down`` (lists of decky names) or ``probe_error`` (the probe's
+    exception); all None when there was no probe."""
+
+    __slots__ = ("deckies", "running", "down", "probe_error")
+
+    def __init__(self, raw: Dict[str, Any]):
+        super().__init__(raw)
+        self.deckies: List[str] = list(raw.get("deckies") or [])
+        probe = raw.get("probe")
+        self.running: Optional[List[str]] = None
+        self.down: Optional[List[str]] = None
+        self.probe_error: Optional[DecnetError] = None
+        if isinstance(probe, dict) and "error" in probe:
+            self.probe_error = _error_from_json(probe["error"])
+        elif isinstance(probe, dict):
+            self.running = list(probe.get("running") or [])
+            self.down = list(probe.get("down") or [])
+
+
+class RolloutHost:
+    """One host's outcome in :meth:`UpdaterFleet.push` or :meth:`UpdaterFleet.rollback`.
+
+    Attributes:
+        index, uuid, name, address: who it is.
+        wave: ``"canary"``, a batch number from 1, or None (no updater pin: never planned).
+        status: ``updated``, ``rolled-back``, ``failed``, ``self-updated``, ``self-failed``,
+            ``queued`` (update-self accepted, the new release not seen in time),
+            ``not-attempted``, ``no-updater-pin`` or ``pin-mismatch``.
+        http_status: of the call that decided the status (None: no answer).
+        error, stderr, rolled_back: the updater's ``detail`` (or the error's message).
+        update_time, self_update_time, verify_time: seconds, or None.
+        raw: the JSON object the library returned.
+    """
+
+    __slots__ = ("index", "uuid", "name", "address", "wave", "status", "http_status", "error",
+                 "stderr", "rolled_back", "update_time", "self_update_time", "verify_time", "raw")
+
+    def __init__(self, raw: Dict[str, Any]):
+        def seconds(key: str) -> Optional[float]:
+            value = raw.get(key)
+            return None if value is None else float(value) / 1000.0
+
+        self.raw = raw
+        self.index: int = raw["index"]
+        self.uuid: Optional[str] = raw.get("uuid")
+        self.name: Optional[str] = raw.get("name")
+        self.address: str = raw["address"]
+        self.wave: Union[None, str, int] = raw.get("wave")
+        self.status: str = raw["status"]
+        self.http_status: Optional[int] = raw.get("http_status")
+        self.error: Optional[str] = raw.get("error")
+        self.stderr: Optional[str] = raw.get("stderr")
+        self.rolled_back: Optional[bool] = raw.get("rolled_back")
+        self.update_time = seconds("update_ms")
+        self.self_update_time = seconds("self_update_ms")
+        self.verify_time = seconds("verify_ms")
+
+    def __repr__(self) -> str:
+        return f"<RolloutHost {self.index} {self.name or self.address} {self.status}>"
+
+
+class Rollout:
+    """What a push or rollback did: :attr:`hosts` (one :class:`RolloutHost` per host, in
+    fleet order), :attr:`counts` (hosts per status) and :attr:`stop`, why it ended:
+    ``completed``, ``canary-failed``, ``failure-budget`` or ``stopped``."""
+
+    __slots__ = ("hosts", "counts", "stop", "raw")
+
+    def __init__(self, raw: Dict[str, Any]):
+        self.raw = raw
+        self.hosts: List[RolloutHost] = [RolloutHost(item) for item in raw["hosts"]]
+        summary = dict(raw["summary"])
+        self.stop: str = summary.pop("stop")
+        self.counts: Dict[str, int] = {key: int(value) for key, value in summary.items()}
+
+    def __repr__(self) -> str:
+        return f"<Rollout of {len(self.hosts)} hosts: {self.stop}>"
+
+
+class UpdaterFleet(_HandleOwner):
+    """Many workers' updaters driven as one, pinned always.
+
+    ``hosts`` is a list of host records (or its JSON text): each host's updater at its
+    ``address`` and ``updater_port`` (default 8766), pinned to its
+    ``updater_cert_fingerprint``; a record without one is kept and reported
+    (``no-updater-pin`` in a rollout, :class:`PinMismatchError` in a sweep) but never
+    contacted. ``concurrency`` and ``deadline`` as in :class:`Fleet`; ``on_result`` gets
+    each host's result as it ends, on the calling thread; returning True starts no new
+    host. Thread-safe; a context manager.
+    """
+
+    def __init__(self, identity: Identity, hosts: Union[List[Dict[str, Any]], str],
+                 verify_hostname: Optional[bool] = None):
+        out = _UpdaterFleetPtr()
+        text = hosts if isinstance(hosts, (str, bytes)) else _json_list(hosts, "hosts")
+        with identity._handle as id_pointer:
+            _check(lib.decnet_updater_fleet_new_from_json(
+                id_pointer, _c_text(text, "hosts"), _hostname_choice(verify_hostname),
+                byref(out)))
+        self._handle = _Handle(out, lib.decnet_updater_fleet_free, "updater fleet")
+
+    def __len__(self) -> int:
+        size = c_size_t()
+        with self._handle as pointer:
+            _check(lib.decnet_updater_fleet_size(pointer, byref(size)))
+        return size.value
+
+    def __repr__(self) -> str:
+        return "<UpdaterFleet closed>" if self.closed else f"<UpdaterFleet of {len(self)} hosts>"
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Sets the default number of hosts in flight at once (1 to 4096; default 64)."""
+        with self._handle as pointer:
+            _check(lib.decnet_updater_fleet_set_concurrency(
+                pointer, _count(concurrency, "concurrency")))
+
+    def set_deadline(self, seconds: Optional[float]) -> None:
+        """Sets (or, with None, clears) the default deadline of a sweep or rollout, seconds."""
+        ms = 0 if seconds is None else _deadline_ms(seconds)
+        with self._handle as pointer:
+            _check(lib.decnet_updater_fleet_set_deadline_ms(pointer, ms))
+
+    def call(self, rpc: str, tarball: Any = None, sha: Optional[str] = None, *,
+             concurrency: Optional[int] = None, deadline: Optional[float] = None,
+             on_result: Optional[Any] = None) -> List[HostResult]:
+        """Runs ``rpc`` (one of :data:`UPDATER_FLEET_RPCS`) on every host; ``tarball`` (a
+        path, streamed from disk to each host) and ``sha`` only for ``update`` and
+        ``update-self``. One :class:`HostResult` per host, in fleet order."""
+        options = _options(concurrency, deadline)
+        path = _c_path(tarball, "tarball", optional=True)
+        sha_text = _c_text(sha, "sha", optional=True)
+        with self._handle as pointer:
+            text = _run_with_callback(
+                lambda callback, out: lib.decnet_updater_fleet_call(
+                    pointer, _c_text(rpc, "rpc"), path, sha_text, byref(options), callback,
+                    None, out),
+                on_result, HostResult)
+        return [HostResult(item) for item in json.loads(text)]
+
+    def health(self, **options: Any) -> List[HostResult]:
+        """``GET /health`` on every host."""
+        return self.call("health", **options)
+
+    def releases(self, **options: Any) -> List[HostResult]:
+        """``GET /releases`` on every host."""
+        return self.call("releases", **options)
+
+    def push(self, tarball: Any, sha: str, *, sha256: Optional[str] = None,
+             policy: Optional[Dict[str, Any]] = None, concurrency: Optional[int] = None,
+             deadline: Optional[float] = None, on_result: Optional[Any] = None) -> Rollout:
+        """Pushes the release tarball at ``tarball`` (git SHA ``sha``) under ``policy``, a
+        dict such as ``{"canary": 1, "batch": "10%", "max_failures": 5, "pause_between": 0,
+        "self_update": True, "verify": 120}`` (seconds; None: the defaults; unknown keys
+        raise). The canary goes first and any failure there stops the rollout; then
+        batches; once failures reach ``max_failures`` no new host starts, hosts in flight
+        finish, the rest are ``not-attempted``. Agent first, updater second (only after
+        success), then ``verify``. ``sha256``, when given, must be the file's digest: it is
+        checked once before any traffic. ``on_result`` gets each :class:`RolloutHost`.
+        Read :attr:`Rollout.stop` for how it ended: a halted rollout is not raised."""
+        options = _options(concurrency, deadline)
+        path = _c_path(tarball, "tarball")
+        sha_text = _c_text(sha, "sha")
+        digest = _c_text(sha256, "sha256", optional=True)
+        policy_text = None if policy is None else _c_json(policy, "policy")
+        with self._handle as pointer:
+            text = _run_with_callback(
+                lambda callback, out: lib.decnet_updater_fleet_push(
+                    pointer, path, sha_text, digest, policy_text, byref(options), callback,
+                    None, out),
+                on_result, RolloutHost)
+        return Rollout(json.loads(text))
+
+    def rollback(self, *, policy: Optional[Dict[str, Any]] = None,
+                 concurrency: Optional[int] = None, deadline: Optional[float] = None,
+                 on_result: Optional[Any] = None) -> Rollout:
+        """Rolls every host back to its previous release under ``policy`` (canary, batches
+        and failure budget as in :meth:`push`; ``self_update`` and ``verify`` refused)."""
+        options = _options(concurrency, deadline)
+        policy_text = None if policy is None else _c_json(policy, "policy")
+        with self._handle as pointer:
+            text = _run_with_callback(
+                lambda callback, out: lib.decnet_updater_fleet_rollback(
+                    pointer, policy_text, byref(options), callback, None, out),
+                on_result, RolloutHost)
+        return Rollout(json.loads(text))
+
+
+def _options(concurrency: Optional[int], deadline: Optional[float]) -> _CSweepOptions:
+    return _CSweepOptions(
+        0 if concurrency is None else _count(concurrency, "concurrency"),
+        0 if deadline is None else _deadline_ms(deadline))
+
+
+def _run_with_callback(invoke: Callable[[Any, Any], int], on_result: Optional[Any],
+                       wrap: Callable[[Dict[str, Any]], Any]) -> str:
+    """Runs ``invoke(callback, out)`` (a C call taking a ``decnet_fleet_callback`` and an
+    out-string), handing each host's object to ``on_result`` as ``wrap(object)``; returns
+    the out-string. An exception in ``on_result`` stops the call and is raised after it."""
+    failure: List[BaseException] = []
+
+    def trampoline(text: bytes, _user_data: Any) -> int:
+        if on_result is None or failure:
+            return 1 if failure else 0
+        try:
+            return 1 if on_result(wrap(json.loads(text))) else 0
+        except BaseException as error:  # re-raised once the call returns
+            failure.append(error)
+            return 1
+
+    callback = _FleetCallback(trampoline)
+    out = _OwnedStr()
+    result = invoke(callback, byref(out))
+    if result != DECNET_OK:
+        raise last_error(result)
+    text = _take_string(out)
+    if failure:
+        raise failure[0]
+    return text
 
 
 def _count(value: Any, argument: str) -> int:

@@ -17,6 +17,8 @@ PUBLIC_NAMES = {
     "TLSError", "TRACE", "Timeouts", "UPDATER_PROFILES", "UpdaterClient", "enroll",
     "ensure_ca", "fingerprint_file", "issue_worker_bundle", "last_error", "lib",
     "library_path", "sync_logging", "topology_hash", "version",
+    # issue 21: the updater fleet and the sharded deploy
+    "Rollout", "RolloutHost", "ShardResult", "UPDATER_FLEET_RPCS", "UpdaterFleet",
 }
 #: ``__all__`` of that file: the names above but ``DECNET_OK``.
 ALL = PUBLIC_NAMES - {"DECNET_OK"}
@@ -41,5 +43,6 @@ def test_each_name_is_the_object_its_module_defines():
     from decnet_agent_client import client, errors, fleet, identity, updater
 
     assert dac.Client is client.Client and dac.Fleet is fleet.Fleet
+    assert dac.UpdaterFleet is fleet.UpdaterFleet and dac.Rollout is fleet.Rollout
     assert dac.UpdaterClient is updater.UpdaterClient and dac.Identity is identity.Identity
     assert dac.PinMismatchError is errors.PinMismatchError
