@@ -8,7 +8,9 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use decnet_agent_client::testkit::{raise_fd_limit, Behaviour, Swarm, TestPki};
+use decnet_agent_client::testkit::{
+    raise_fd_limit, Behaviour, Swarm, TestPki, UpdaterBehaviour, UpdaterSwarm,
+};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_decnet-agent-client");
@@ -84,7 +86,7 @@ fn readme_table() -> BTreeMap<u8, String> {
 fn the_readme_and_help_agree_on_exit_statuses() {
     let help = help_table();
     let readme = readme_table();
-    for code in [0, 3, 4, 5] {
+    for code in [0, 3, 4, 5, 6] {
         assert!(
             help.contains_key(&code),
             "fleet --help lists {code}: {help:?}"
@@ -276,4 +278,172 @@ fn a_fleet_that_cannot_start_exits_with_the_kind() {
         .unwrap()
         .ledger()
         .is_empty());
+}
+
+/// Stand-in updaters, their records in a file, a tarball, and the CLI.
+struct Updaters {
+    pki: TestPki,
+    swarm: UpdaterSwarm,
+    files: tempfile::TempDir,
+}
+
+impl Updaters {
+    fn new(behaviours: &[UpdaterBehaviour]) -> Updaters {
+        raise_fd_limit(4096).unwrap();
+        let pki = TestPki::new().unwrap();
+        let swarm = UpdaterSwarm::start(&pki.ca, behaviours).unwrap();
+        let files = tempfile::tempdir().unwrap();
+        std::fs::write(files.path().join("tree.tgz"), b"a release").unwrap();
+        let hosts = swarm.host_records().to_string();
+        std::fs::write(files.path().join("hosts.json"), hosts).unwrap();
+        Updaters { pki, swarm, files }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.files.path().join(name).to_str().unwrap().to_string()
+    }
+
+    fn fleet(&self, args: &[&str]) -> Output {
+        let (ca, hosts) = (self.pki.dir().to_str().unwrap(), self.path("hosts.json"));
+        let mut full = vec!["--ca-dir", ca, "fleet"];
+        full.extend(args);
+        full.extend(["--hosts", &hosts]);
+        run(&full, None)
+    }
+
+    fn push(&self, policy: &[&str]) -> Output {
+        let tarball = self.path("tree.tgz");
+        let mut args = vec!["push", "--tarball", &tarball, "--sha", "cli1"];
+        args.extend(policy);
+        self.fleet(&args)
+    }
+
+    fn uploads(&self, i: usize) -> usize {
+        self.swarm.members()[i].updater.uploads().len()
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+#[test]
+fn push_halted_by_the_failure_budget_has_its_own_exit_status() {
+    // Every third host from 10 on fails: the 5th failure is host 22.
+    let behaviours: Vec<_> = (0..40)
+        .map(|i| match i >= 10 && i % 3 == 1 {
+            true => UpdaterBehaviour::Fails,
+            false => UpdaterBehaviour::Accept,
+        })
+        .collect();
+    let world = Updaters::new(&behaviours);
+    let output = world.push(&[
+        "--canary",
+        "1",
+        "--batch",
+        "10%",
+        "--max-failures",
+        "5",
+        "--concurrency",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(code_meaning(&output).contains("halted"));
+    let results = lines(&output);
+    assert_eq!(results.len(), 40, "a line per host, not-attempted ones too");
+    for (i, line) in results.iter().enumerate() {
+        assert_eq!(line["index"], json!(i), "in order at concurrency 1");
+        let attempted = line["status"] != "not-attempted";
+        assert_eq!(attempted, i <= 22, "host {i}: {line}");
+        assert_eq!(
+            world.uploads(i),
+            usize::from(attempted),
+            "host {i}'s ledger"
+        );
+    }
+    assert_eq!(results[0]["wave"], "canary");
+    assert_eq!(results[1]["wave"], 1);
+    assert_eq!(results[10]["status"], "failed");
+    assert_eq!(results[10]["http_status"], 500);
+    assert!(
+        stderr(&output).contains("fleet push: 40 hosts, stopped: failure-budget (updated 18, failed 5, not-attempted 17)"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn push_with_self_update_succeeds_and_a_pin_mismatch_takes_precedence() {
+    use UpdaterBehaviour::*;
+    let world = Updaters::new(&[Accept, DropsSelfUpdate(Duration::from_millis(50)), Accept]);
+    let output = world.push(&["--self-update", "--verify", "10", "--batch", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let results = lines(&output);
+    assert!(results.iter().all(|r| r["status"] == "self-updated"));
+    assert_eq!(
+        results[1]["http_status"],
+        Value::Null,
+        "the dropped update-self"
+    );
+
+    let wrong = Updaters::new(&[WrongPin, Accept]);
+    let output = wrong.push(&[]);
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "the canary's pin mismatch halts, and 5 takes precedence over 6"
+    );
+    assert_eq!(lines(&output)[0]["status"], "pin-mismatch");
+    assert_eq!(wrong.uploads(1), 0);
+
+    let output = wrong.fleet(&["rollback", "--canary", "0"]);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    let output = world.fleet(&["rollback", "--tarball", "x"]);
+    assert_eq!(
+        output.status.code(),
+        Some(11),
+        "push's arguments are refused"
+    );
+    let output = world.fleet(&["health", "--canary", "1"]);
+    assert_eq!(
+        output.status.code(),
+        Some(11),
+        "rollout arguments are refused"
+    );
+    let output = world.fleet(&["push", "--sha", "x"]);
+    assert_eq!(output.status.code(), Some(11), "push needs --tarball");
+    assert!(stderr(&output).contains("--tarball"));
+}
+
+#[test]
+fn a_sharded_deploy_from_the_command_line() {
+    let world = World::new(&[Behaviour::Healthy, Behaviour::Healthy, Behaviour::Healthy]);
+    let hosts = world.write("hosts.json", &world.swarm.host_records().to_string());
+    let decky = |name: &str, host: usize| json!({"name": name, "services": ["ssh"], "host_uuid": format!("uuid-w{host}")});
+    let config =
+        json!({"mode": "swarm", "deckies": [decky("d1", 2), decky("d2", 0), decky("d3", 2)]});
+    let file = world.write("config.json", &config.to_string());
+    let output = world.fleet(&["deploy", "--hosts", &hosts, "--sharded", &file], None);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let mut results = lines(&output);
+    results.sort_by_key(|r| r["index"].as_u64());
+    assert_eq!(results.len(), 2, "host 1 has no decky");
+    assert_eq!(results[0]["deckies"], json!(["d2"]));
+    assert_eq!(results[1]["deckies"], json!(["d1", "d3"]));
+    assert_eq!(results[1]["result"]["deckies"], json!(["d1", "d3"]));
+    let worker = |i: usize| world.swarm.members()[i].worker.as_ref().unwrap();
+    assert!(worker(1).ledger().is_empty());
+
+    let unknown = json!({"deckies": [decky("d1", 0), decky("d9", 9)]});
+    let file = world.write("unknown.json", &unknown.to_string());
+    let output = world.fleet(&["deploy", "--hosts", &hosts, "--sharded", &file], None);
+    assert_eq!(output.status.code(), Some(11), "{output:?}");
+    assert!(String::from_utf8(output.stderr)
+        .unwrap()
+        .contains("uuid-w9"));
+    assert_eq!(
+        worker(0).ledger().len(),
+        1,
+        "nothing sent for the refused config"
+    );
 }

@@ -210,7 +210,7 @@ enum Command {
     },
     /// One RPC over many workers: NDJSON results on stdout as hosts complete
     #[command(after_help = fleet::exit_help())]
-    Fleet(fleet::FleetArgs),
+    Fleet(Box<fleet::FleetArgs>),
     /// Print the shell completion script for SHELL (`make install` installs them)
     Completions {
         /// The shell

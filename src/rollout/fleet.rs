@@ -21,8 +21,8 @@ use crate::identity::Identity;
 use crate::rollout::outcome::{HostReport, HostStatus, Operation, Summary};
 use crate::rollout::planner::{Planner, Step, StopReason, Wave};
 use crate::rollout::policy::RolloutPolicy;
-use crate::rpc::{self, HostnameVerification};
-use crate::updater::{SelfUpdate, Tarball, UpdaterClient, DEFAULT_UPDATER_PORT};
+use crate::rpc::{self, HostnameVerification, Timeouts};
+use crate::updater::{SelfUpdate, Tarball, UpdaterClient, UpdaterProfile, DEFAULT_UPDATER_PORT};
 use crate::{client::HostRecord, json};
 
 /// How often `verify` polls an updater's health for the new release.
@@ -251,6 +251,15 @@ impl UpdaterFleet {
     /// record has no updater pin.
     pub fn client(&self, index: usize) -> Option<&UpdaterClient> {
         self.members.get(index)?.client.as_deref()
+    }
+
+    /// Sets the timeouts of `profile` on every host's client (see
+    /// [`UpdaterClient::set_timeouts`]).
+    pub fn set_timeouts(&self, profile: UpdaterProfile, timeouts: Timeouts) -> Result<()> {
+        for client in self.members.iter().filter_map(|m| m.client.as_ref()) {
+            client.set_timeouts(profile, timeouts)?;
+        }
+        Ok(())
     }
 
     /// Sets the fleet's default concurrency (1 to

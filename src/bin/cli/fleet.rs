@@ -1,12 +1,15 @@
 //! `decnet-agent-client fleet <rpc> --hosts FILE|DIR|-`: one RPC over many
-//! workers. NDJSON on stdout, one line per host as it completes; a
-//! progress bar on stderr when stderr is a terminal; a one-line summary on
-//! stderr; an exit status that says how the fleet fared (see
-//! [`EXIT_STATUSES`], printed by `fleet --help` and copied in the README).
+//! workers, a release pushed to (or rolled back on) their updaters under a
+//! rollout policy (`fleet push`, `fleet rollback`), or one deployment
+//! sharded over them (`fleet deploy --sharded`). NDJSON on stdout, one line
+//! per host as it completes; a progress bar on stderr when stderr is a
+//! terminal; a one-line summary on stderr; an exit status that says how the
+//! fleet fared (see [`EXIT_STATUSES`], printed by `fleet --help` and copied
+//! in the README).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,7 +17,13 @@ use clap::Args;
 use decnet_agent_client::client::{HostnameVerification, Profile};
 use decnet_agent_client::fleet::{Flow, SweepOptions, RPC_NAMES};
 use decnet_agent_client::identity::MASTER_DIR;
-use decnet_agent_client::{Error, ErrorKind, Fleet, HostResult, Identity, Outcome, Result};
+use decnet_agent_client::rollout::{
+    Amount, HostStatus, Operation, Rollout, RolloutHostResult, RolloutPolicy, StopReason,
+    UpdaterFleet, Wave,
+};
+use decnet_agent_client::{
+    Error, ErrorKind, Fleet, HostResult, Identity, Outcome, Result, UpdaterProfile,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
@@ -22,10 +31,14 @@ use super::{ca_dir, exit_code, read_input, read_json, seconds, with_timeout_opti
 
 /// The exit statuses of `fleet` once every host has been tried, most
 /// severe first: the first row that applies is the status.
-pub const EXIT_STATUSES: [(u8, &str); 4] = [
+pub const EXIT_STATUSES: [(u8, &str); 5] = [
     (
         5,
         "some host presented the wrong certificate (pin_mismatch): a security event, it takes precedence",
+    ),
+    (
+        6,
+        "push or rollback halted: the canary failed or failures reached --max-failures; no new host started",
     ),
     (
         4,
@@ -52,7 +65,15 @@ pub fn exit_help() -> String {
          whose *.json files each hold one record (in file-name order). A record's\n\
          `args` member gives that host its own arguments; --args gives the rest theirs.\n\
          Each stdout line is one host's result: index, uuid, name, address, elapsed_ms,\n\
-         outcome (ok | error | not_attempted) and result or error.",
+         outcome (ok | error | not_attempted) and result or error.\n\n\
+         push and rollback drive the hosts' updaters (each record's updater_port and\n\
+         updater_cert_fingerprint) under a rollout policy: --canary hosts first, then\n\
+         batches of --batch, no new host once failures reach --max-failures. A line\n\
+         per host: index, uuid, name, address, wave, status (updated | rolled-back |\n\
+         failed | self-updated | self-failed | queued | not-attempted | no-updater-pin |\n\
+         pin-mismatch), http_status, error, stderr, rolled_back, update_ms,\n\
+         self_update_ms, verify_ms. deploy --sharded FILE sends each host the deckies\n\
+         whose host_uuid is its uuid; a failed host's line says which are up (probe).",
     );
     text
 }
@@ -81,6 +102,121 @@ pub struct FleetArgs {
     /// Confirm self-destruct
     #[arg(long)]
     yes: bool,
+    /// push: the release tarball, streamed from disk to each updater
+    #[arg(long, value_name = "FILE")]
+    tarball: Option<PathBuf>,
+    /// push: the release's git SHA (what --verify waits for)
+    #[arg(long, value_name = "SHA")]
+    sha: Option<String>,
+    /// push: the tarball's SHA-256, checked once before any traffic
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// push, rollback: hosts that go first; any failure among them stops
+    /// the rollout [default: 1]
+    #[arg(long, value_name = "N")]
+    canary: Option<usize>,
+    /// push, rollback: later batches of N hosts or P% of the rest
+    /// [default: 100%]
+    #[arg(long, value_name = "N|P%")]
+    batch: Option<String>,
+    /// push, rollback: no new host starts once this many (or this % of all
+    /// hosts) failed
+    #[arg(long, value_name = "N|P%")]
+    max_failures: Option<String>,
+    /// push, rollback: seconds between batches
+    #[arg(long, value_name = "SECS")]
+    pause: Option<f64>,
+    /// push: after a host's agent update succeeds, update its updater too
+    #[arg(long)]
+    self_update: bool,
+    /// push: after update-self, wait up to SECS for the new release
+    #[arg(long, value_name = "SECS", requires = "self_update")]
+    verify: Option<f64>,
+    /// deploy: one configuration (a file, or `-`) split by each decky's
+    /// host_uuid
+    #[arg(long, value_name = "FILE")]
+    sharded: Option<String>,
+    /// deploy --sharded: do not ask a failed host which deckies are up
+    #[arg(long, requires = "sharded")]
+    no_probe: bool,
+}
+
+impl FleetArgs {
+    /// The rollout the arguments ask for, if the RPC is push or rollback.
+    fn operation(&self) -> Option<Operation> {
+        match self.rpc.as_str() {
+            "push" => Some(Operation::Push),
+            "rollback" => Some(Operation::Rollback),
+            _ => None,
+        }
+    }
+
+    /// The rollout policy of the arguments, checked.
+    fn policy(&self) -> Result<RolloutPolicy> {
+        let defaults = RolloutPolicy::default();
+        let policy = RolloutPolicy {
+            canary: self.canary.unwrap_or(defaults.canary),
+            batch: match &self.batch {
+                Some(text) => Amount::parse(text, "batch")?,
+                None => defaults.batch,
+            },
+            max_failures: self
+                .max_failures
+                .as_deref()
+                .map(|text| Amount::parse(text, "max_failures"))
+                .transpose()?,
+            pause_between: match self.pause {
+                Some(0.0) | None => Duration::ZERO,
+                Some(s) => seconds(s, "pause")?,
+            },
+            self_update: self.self_update,
+            verify: self.verify.map(|s| seconds(s, "verify")).transpose()?,
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Refuses the arguments that do not belong to this RPC.
+    fn check_belonging(&self) -> Result<()> {
+        let rollout = [
+            ("canary", self.canary.is_some()),
+            ("batch", self.batch.is_some()),
+            ("max_failures", self.max_failures.is_some()),
+            ("pause", self.pause.is_some()),
+        ];
+        let push = [
+            ("tarball", self.tarball.is_some()),
+            ("sha", self.sha.is_some()),
+            ("sha256", self.sha256.is_some()),
+            ("self_update", self.self_update),
+        ];
+        let refuse = |name: &str, only: &str| {
+            Err(Error::invalid(
+                name,
+                format!("is only for {only}, not {}", self.rpc),
+            ))
+        };
+        if self.operation().is_none() {
+            if let Some((name, _)) = rollout.iter().chain(&push).find(|(_, given)| *given) {
+                return refuse(name, "push and rollback");
+            }
+        }
+        if self.operation() == Some(Operation::Rollback) {
+            if let Some((name, _)) = push.iter().find(|(_, given)| *given) {
+                return refuse(name, "push");
+            }
+        }
+        if self.sharded.is_some() && self.rpc != "deploy" {
+            return refuse("sharded", "deploy");
+        }
+        if self.sharded.is_some() && self.args.is_some() {
+            return Err(Error::invalid(
+                "args",
+                "--sharded gives each host its part of one configuration",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Runs `fleet`, printing results and the summary; returns the exit status.
@@ -96,15 +232,22 @@ pub fn main(cli: &Cli, args: &FleetArgs) -> ExitCode {
 }
 
 fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
-    if !RPC_NAMES.contains(&args.rpc.as_str()) {
+    if !RPC_NAMES.contains(&args.rpc.as_str()) && args.operation().is_none() {
         return Err(Error::invalid(
             "rpc",
             format!(
-                "unknown RPC {:?}; expected one of {}",
+                "unknown RPC {:?}; expected one of {}, push, rollback",
                 args.rpc,
                 RPC_NAMES.join(", ")
             ),
         ));
+    }
+    args.check_belonging()?;
+    if let Some(operation) = args.operation() {
+        return run_rollout(cli, args, operation);
+    }
+    if let Some(config) = &args.sharded {
+        return run_sharded(cli, args, config);
     }
     if args.rpc == "self-destruct" && !args.yes {
         return Err(Error::invalid(
@@ -133,33 +276,8 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
         })
         .collect();
     // `args` is this command's per-host member, not a host-record field.
-    let records: Vec<Value> = records
-        .into_iter()
-        .map(|mut record| {
-            if let Some(object) = record.as_object_mut() {
-                object.remove("args");
-            }
-            record
-        })
-        .collect();
-    let hostname = match cli.verify_hostname {
-        Some(true) => HostnameVerification::On,
-        Some(false) => HostnameVerification::Off,
-        None => HostnameVerification::FromEnvironment,
-    };
-    let identity = Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))?;
-    let fleet = Fleet::from_json(&identity, &Value::Array(records), hostname)?;
-    fleet.set_session_resumption(!cli.no_resumption);
-    for profile in Profile::ALL {
-        fleet.set_timeouts(
-            profile,
-            with_timeout_options(cli, profile.default_timeouts())?,
-        )?;
-    }
-    let options = SweepOptions {
-        concurrency: args.concurrency,
-        deadline: args.deadline.map(|s| seconds(s, "deadline")).transpose()?,
-    };
+    let fleet = agent_fleet(cli, without_args(records))?;
+    let options = sweep_options(args)?;
     let plan = fleet.plan_from_json(&args.rpc, Some(&Value::Array(plan)))?;
 
     let progress = progress_bar(plan.len());
@@ -182,7 +300,213 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
         return Err(Error::io("<stdout>", e));
     }
     eprintln!("{}", summary(&args.rpc, &results));
-    Ok(status_of(&results))
+    Ok(status_of(results.iter()))
+}
+
+fn hostname(cli: &Cli) -> HostnameVerification {
+    match cli.verify_hostname {
+        Some(true) => HostnameVerification::On,
+        Some(false) => HostnameVerification::Off,
+        None => HostnameVerification::FromEnvironment,
+    }
+}
+
+fn master(cli: &Cli) -> Result<Identity> {
+    Identity::load_dir(&ca_dir(cli)?.join(MASTER_DIR))
+}
+
+/// The agent fleet of `records`, with the command line's settings.
+fn agent_fleet(cli: &Cli, records: Vec<Value>) -> Result<Fleet> {
+    let fleet = Fleet::from_json(&master(cli)?, &Value::Array(records), hostname(cli))?;
+    fleet.set_session_resumption(!cli.no_resumption);
+    for profile in Profile::ALL {
+        fleet.set_timeouts(
+            profile,
+            with_timeout_options(cli, profile.default_timeouts())?,
+        )?;
+    }
+    Ok(fleet)
+}
+
+fn sweep_options(args: &FleetArgs) -> Result<SweepOptions> {
+    Ok(SweepOptions {
+        concurrency: args.concurrency,
+        deadline: args.deadline.map(|s| seconds(s, "deadline")).transpose()?,
+    })
+}
+
+/// Writes one NDJSON line and flushes it.
+fn emit(stdout: &mut impl Write, line: &Value) -> std::io::Result<()> {
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+}
+
+/// `fleet push` and `fleet rollback`: the hosts' updaters under the policy.
+fn run_rollout(cli: &Cli, args: &FleetArgs, operation: Operation) -> Result<u8> {
+    let policy = args.policy()?;
+    let release = match operation {
+        Operation::Push => Some((
+            args.tarball
+                .as_deref()
+                .ok_or_else(|| Error::invalid("tarball", "push needs --tarball FILE"))?,
+            args.sha
+                .as_deref()
+                .ok_or_else(|| Error::invalid("sha", "push needs --sha SHA"))?,
+        )),
+        Operation::Rollback => None,
+    };
+    let records = without_args(read_hosts(&args.hosts)?);
+    let fleet = UpdaterFleet::from_json(&master(cli)?, &Value::Array(records), hostname(cli))?;
+    for profile in UpdaterProfile::ALL {
+        fleet.set_timeouts(
+            profile,
+            with_timeout_options(cli, profile.default_timeouts())?,
+        )?;
+    }
+    let options = sweep_options(args)?;
+    let progress = progress_bar(fleet.len());
+    let mut stdout = std::io::stdout().lock();
+    let mut write_failed = None;
+    let mut printed = vec![false; fleet.len()];
+    let on_result = |result: &RolloutHostResult| {
+        printed[result.host.index] = true;
+        if let Err(e) = emit(&mut stdout, &result.to_json()) {
+            write_failed = Some(e);
+            return Flow::Stop;
+        }
+        if let Some(bar) = &progress {
+            bar.set_message(match result.wave {
+                Some(Wave::Canary) => "canary".to_string(),
+                Some(Wave::Batch(n)) => format!("batch {n}"),
+                None => String::new(),
+            });
+            bar.inc(1);
+        }
+        Flow::Continue
+    };
+    let rollout = match release {
+        Some((tarball, sha)) => fleet.push(
+            tarball,
+            sha,
+            args.sha256.as_deref(),
+            &policy,
+            options,
+            on_result,
+        )?,
+        None => fleet.rollback(&policy, options, on_result)?,
+    };
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    // The hosts the rollout never started get their line too, in order.
+    if write_failed.is_none() {
+        for host in rollout.hosts.iter().filter(|h| !printed[h.host.index]) {
+            if let Err(e) = emit(&mut stdout, &host.to_json()) {
+                write_failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = write_failed {
+        return Err(Error::io("<stdout>", e));
+    }
+    eprintln!("{}", rollout_summary(&args.rpc, &rollout));
+    Ok(rollout_status(&rollout, operation))
+}
+
+/// `fleet deploy --sharded FILE`: each host its own deckies.
+fn run_sharded(cli: &Cli, args: &FleetArgs, config: &str) -> Result<u8> {
+    if args.hosts == "-" && config == "-" {
+        return Err(Error::invalid(
+            "sharded",
+            "standard input is already taken by --hosts",
+        ));
+    }
+    let config = read_json(config, "sharded")?;
+    let fleet = agent_fleet(cli, without_args(read_hosts(&args.hosts)?))?;
+    let options = sweep_options(args)?;
+    let progress = progress_bar(fleet.len());
+    let mut stdout = std::io::stdout().lock();
+    let mut write_failed = None;
+    let results = fleet.deploy_sharded(&config, !args.no_probe, options, |result| {
+        if let Err(e) = emit(&mut stdout, &result.to_json()) {
+            write_failed = Some(e);
+            return Flow::Stop;
+        }
+        if let Some(bar) = &progress {
+            bar.inc(1);
+        }
+        Flow::Continue
+    })?;
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = write_failed {
+        return Err(Error::io("<stdout>", e));
+    }
+    let deploys: Vec<&HostResult> = results.iter().map(|r| &r.deploy).collect();
+    let total = deploys.len();
+    let ok = deploys.iter().filter(|r| r.is_ok()).count();
+    eprintln!(
+        "fleet deploy --sharded: {total} hosts with deckies, {ok} accepted, {} failed",
+        total - ok
+    );
+    Ok(status_of(deploys.into_iter()))
+}
+
+/// The records without this command's per-host `args` member.
+fn without_args(records: Vec<Value>) -> Vec<Value> {
+    records
+        .into_iter()
+        .map(|mut record| {
+            if let Some(object) = record.as_object_mut() {
+                object.remove("args");
+            }
+            record
+        })
+        .collect()
+}
+
+/// The exit status of a rollout: 5 when a host's pin did not match, 6
+/// when the canary or the failure budget halted it, else the worst host
+/// as in [`status_of`].
+fn rollout_status(rollout: &Rollout, operation: Operation) -> u8 {
+    if rollout.summary.count(HostStatus::PinMismatch) > 0 {
+        return 5;
+    }
+    if matches!(
+        rollout.summary.stop,
+        StopReason::CanaryFailed | StopReason::FailureBudget
+    ) {
+        return 6;
+    }
+    let host_code = |r: &RolloutHostResult| match r.report.status {
+        HostStatus::Updated | HostStatus::SelfUpdated => 0,
+        HostStatus::RolledBack if operation == Operation::Rollback => 0,
+        HostStatus::RolledBack | HostStatus::NoUpdaterPin => 3,
+        HostStatus::Failed | HostStatus::SelfFailed => match r.report.http_status {
+            Some(_) => 3,
+            None => 4,
+        },
+        HostStatus::Queued | HostStatus::NotAttempted => 4,
+        HostStatus::PinMismatch => 5,
+    };
+    rollout.hosts.iter().map(host_code).max().unwrap_or(0)
+}
+
+/// `fleet push: 120 hosts, stopped: failure-budget (updated 22, failed 5,
+/// not-attempted 93)`.
+fn rollout_summary(rpc: &str, rollout: &Rollout) -> String {
+    let counts: Vec<String> = HostStatus::all()
+        .into_iter()
+        .filter(|s| rollout.summary.count(*s) > 0)
+        .map(|s| format!("{} {}", s.name(), rollout.summary.count(s)))
+        .collect();
+    format!(
+        "fleet {rpc}: {} hosts, stopped: {} ({})",
+        rollout.hosts.len(),
+        rollout.summary.stop.name(),
+        counts.join(", ")
+    )
 }
 
 fn progress_bar(total: usize) -> Option<ProgressBar> {
@@ -198,7 +522,7 @@ fn progress_bar(total: usize) -> Option<ProgressBar> {
 }
 
 /// The exit status: the first row of [`EXIT_STATUSES`] that applies.
-fn status_of(results: &[HostResult]) -> u8 {
+fn status_of<'a>(results: impl Iterator<Item = &'a HostResult>) -> u8 {
     let mut worst = 0;
     for result in results {
         let code = match &result.outcome {
