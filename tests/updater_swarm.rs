@@ -387,3 +387,71 @@ fn a_rollback_follows_the_policy_and_plain_sweeps_skip_unpinned_hosts() {
     assert_eq!(s.swarm.members()[4].updater.connections(), 0);
     assert!(s.pki.dir().exists());
 }
+
+#[test]
+fn batches_wait_for_the_pause_and_the_deadline_ends_the_rollout() {
+    let s = setup(&[UpdaterBehaviour::Accept; 5]);
+    let policy = RolloutPolicy {
+        batch: Amount::Count(2),
+        pause_between: Duration::from_millis(300),
+        ..RolloutPolicy::default()
+    };
+    let began = std::time::Instant::now();
+    let mut ended = Vec::new();
+    let rollout = s
+        .fleet
+        .push(&s.tarball, SHA, None, &policy, options(4), |r| {
+            ended.push((r.wave.unwrap(), began.elapsed()));
+            Flow::Continue
+        })
+        .unwrap();
+    assert_eq!(rollout.summary.stop, StopReason::Completed);
+    // Waves: canary [0], batch 1 [1, 2], batch 2 [3, 4]; a pause after
+    // each wave but the last.
+    let last_of = |wave: Wave| ended.iter().filter(|(w, _)| *w == wave).map(|e| e.1).max();
+    let first_of = |wave: Wave| ended.iter().filter(|(w, _)| *w == wave).map(|e| e.1).min();
+    for (before, after) in [
+        (Wave::Canary, Wave::Batch(1)),
+        (Wave::Batch(1), Wave::Batch(2)),
+    ] {
+        let gap = first_of(after).unwrap() - last_of(before).unwrap();
+        assert!(
+            gap >= Duration::from_millis(300),
+            "{before:?} to {after:?}: {gap:?}"
+        );
+    }
+
+    // A deadline that fires while the slow hosts install: those in flight
+    // fail with it, the rest are never started, nothing is left running.
+    let slow = setup(&[UpdaterBehaviour::Slow(Duration::from_secs(3)); 6]);
+    let quick = SweepOptions {
+        concurrency: Some(2),
+        deadline: Some(Duration::from_millis(600)),
+    };
+    let canary_free = RolloutPolicy {
+        canary: 0,
+        ..RolloutPolicy::default()
+    };
+    let began = std::time::Instant::now();
+    let rollout = slow
+        .fleet
+        .push(&slow.tarball, SHA, None, &canary_free, quick, |_| {
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "ended by the deadline"
+    );
+    assert_eq!(rollout.summary.stop, StopReason::Stopped);
+    assert_eq!(
+        rollout.summary.count(HostStatus::Failed),
+        2,
+        "the two in flight"
+    );
+    assert_eq!(rollout.summary.count(HostStatus::NotAttempted), 4);
+    for (i, host) in rollout.hosts.iter().enumerate().skip(2) {
+        assert!(slow.paths(i).is_empty(), "host {i} never started");
+        assert!(host.report.error.as_deref().unwrap().contains("deadline"));
+    }
+}
