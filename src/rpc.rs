@@ -21,8 +21,8 @@ use crate::events::{self, Call};
 use crate::identity::Identity;
 use crate::json;
 use crate::tls::{
-    timeout_phase, DeferredResolver, HandshakeCounts, PeerPolicy, PinnedConnector, StaleConnection,
-    TlsSession,
+    timeout_phase, DeferredResolver, HandshakeCounts, PeerPolicy, Pin, PinnedConnector,
+    StaleConnection, TlsSession,
 };
 
 /// Default cap on a response body, in bytes (16 MiB).
@@ -171,7 +171,7 @@ impl Channel {
         identity: &Identity,
         host: &str,
         port: u16,
-        pin: Option<String>,
+        pin: Option<Pin>,
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let verify_hostname = hostname.resolve()?;

@@ -73,6 +73,7 @@ impl TlsSession {
             .to_owned();
         let verifier = Arc::new(PeerVerifier {
             anchors: vec![anchor],
+            ca_cert_path: identity.ca_cert_path().display().to_string(),
             policy: policy.clone(),
             provider: provider.clone(),
             verifications: AtomicU64::new(0),
