@@ -560,6 +560,17 @@ public:
     void set_concurrency(std::size_t concurrency) const {
         detail::check(decnet_fleet_set_concurrency(get(), concurrency));
     }
+    /// Caps the connections the fleet's sweeps hold open at once (see
+    /// decnet_fleet_set_max_open_connections).
+    void set_max_open_connections(std::size_t limit) const {
+        detail::check(decnet_fleet_set_max_open_connections(get(), limit));
+    }
+    /// The cap on open connections, those open now, and the evictions.
+    decnet_connection_budget get_connection_budget() const {
+        decnet_connection_budget out{};
+        detail::check(decnet_fleet_connection_budget(get(), &out));
+        return out;
+    }
     /// Default sweep deadline (0: none).
     void set_deadline_ms(std::uint64_t deadline_ms) const {
         detail::check(decnet_fleet_set_deadline_ms(get(), deadline_ms));

@@ -400,6 +400,21 @@ impl AgentClient {
             .connect(self.timeouts(Profile::Control).connect)
     }
 
+    /// Closes this client's idle kept-alive connections (and a warm one):
+    /// the next call connects again, resuming its TLS session when
+    /// resumption is on. A call in flight keeps its connection.
+    pub fn close_idle_connections(&self) {
+        self.channel.close_idle();
+    }
+
+    /// Counts every connection opened from now in `total` while it lives.
+    pub(crate) fn count_connections_in(
+        &self,
+        total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        self.channel.count_connections_in(total);
+    }
+
     /// The timeouts of `profile`.
     pub fn timeouts(&self, profile: Profile) -> Timeouts {
         self.profiles.get(profile as usize)

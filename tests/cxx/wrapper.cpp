@@ -227,6 +227,11 @@ void test_fleet(const decnet::identity &id, const std::string &hosts) {
     expect(seen == 1 && contains(results, "\"outcome\":\"ok\""), "a void callback sees the host");
     fleet.call("health", std::string_view("[0]"), std::nullopt, [](std::string_view) { return false; });
     expect(fleet.get_handshake_counts().full >= 1, "fleet handshakes");
+    fleet.set_max_open_connections(1);
+    expect(fleet.get_connection_budget().max_open_connections == 1, "the connection cap is read back");
+    expect(contains(fleet.call("health"), "\"outcome\":\"ok\""), "a health call within a cap of 1");
+    expect(fleet.get_connection_budget().open_connections <= 1, "at most one connection open");
+    expect_throw<decnet::invalid_argument>("a cap of 0", [&] { fleet.set_max_open_connections(0); });
     struct boom {
         int n;
     };
