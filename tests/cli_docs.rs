@@ -70,6 +70,66 @@ fn bash_completes_a_subcommand_from_the_script() {
     );
 }
 
+/// What bash's completion function offers for the words of `line` (the
+/// last one being completed), run from the script as `complete -F` runs it.
+fn bash_completes(script: &str, line: &str) -> Vec<String> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let (current, previous) = (words[words.len() - 1], words[words.len() - 2]);
+    let probe = format!(
+        "{script}\nCOMP_WORDS=({line}); COMP_CWORD={cword}; COMP_LINE='{line}'; \
+         COMP_POINT=${{#COMP_LINE}}; \
+         _decnet__agent__client decnet-agent-client '{current}' '{previous}'; \
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        cword = words.len() - 1,
+    );
+    let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut replies: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    replies.sort();
+    replies
+}
+
+#[test]
+fn bash_completes_the_options_of_a_subcommand_and_of_a_nested_one() {
+    let script = output(&["completions", "bash"]);
+    // `fleet --<TAB>`: fleet's own options and the global ones.
+    let fleet = bash_completes(&script, "decnet-agent-client fleet --");
+    for option in [
+        "--hosts",
+        "--concurrency",
+        "--deadline",
+        "--args",
+        "--ca-dir",
+    ] {
+        assert!(fleet.iter().any(|o| o == option), "fleet: {fleet:?}");
+    }
+    assert!(
+        !fleet.iter().any(|o| o == "--version"),
+        "the top level's options, not fleet's: {fleet:?}"
+    );
+    // A hyphenated subcommand, and a subcommand of a subcommand.
+    let apply = bash_completes(&script, "decnet-agent-client topology-apply --h");
+    assert_eq!(apply, ["--help", "--host-json", "--hydrated"]);
+    let updater = bash_completes(&script, "decnet-agent-client updater ");
+    assert!(
+        updater.iter().any(|s| s == "health"),
+        "updater: {updater:?}"
+    );
+    let nested = bash_completes(
+        &script,
+        "decnet-agent-client updater wait-for-release abc --i",
+    );
+    assert_eq!(nested, ["--interval"], "updater wait-for-release");
+}
+
 #[test]
 fn the_man_page_documents_the_command_line() {
     let page = output(&["manpage"]);

@@ -31,8 +31,28 @@ pub fn completions(shell: Shell, out: &mut dyn Write) -> Result<()> {
         Shell::Zsh => clap_complete::Shell::Zsh,
         Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(generator, &mut command, NAME, out);
-    out.flush().map_err(|e| Error::io("<stdout>", e))
+    let mut script = Vec::new();
+    clap_complete::generate(generator, &mut command, NAME, &mut script);
+    if let Shell::Bash = shell {
+        script = bash_state_labels_fixed(&script);
+    }
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("<stdout>", e))
+}
+
+/// clap_complete's bash script walks the words into a state named
+/// `decnet__agent__client__subcmd__fleet` (the program's `-` written `__`),
+/// but labels the state's `case` arm `decnet__subcmd__agent__subcmd__client__subcmd__fleet`
+/// (every `-` of the whole path written `__subcmd__`), so no subcommand's
+/// options ever complete (clap-rs/clap#6421). Spells the labels the way
+/// the walk does; a script without the mismatch passes unchanged.
+fn bash_state_labels_fixed(script: &[u8]) -> Vec<u8> {
+    const SEP: &str = "__subcmd__";
+    let text = String::from_utf8_lossy(script);
+    let wrong = format!("{}{SEP}", NAME.replace('-', SEP));
+    let right = format!("{}{SEP}", NAME.replace('-', "__"));
+    text.replace(&wrong, &right).into_bytes()
 }
 
 /// Writes the man page (section 1, roff) to `out`.
