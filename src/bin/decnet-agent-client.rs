@@ -202,6 +202,9 @@ enum Command {
     Fingerprint {
         /// PEM or DER certificate file
         file: PathBuf,
+        /// Print only the 64 hex digits, for scripts (no JSON, no colons)
+        #[arg(long)]
+        raw: bool,
     },
     /// Canonical topology hash, as the worker computes it
     TopologyHash {
@@ -446,8 +449,14 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             ..
         } => updater::run_enroll(cli, name, sans, *no_updater, *reissue)?,
         Command::Updater { updater_port, call } => updater::run_updater(cli, *updater_port, call)?,
-        Command::Fingerprint { file } => {
-            json!({"file": file, "fingerprint": pki::fingerprint_file(Path::new(file))?})
+        Command::Fingerprint { file, raw } => {
+            let fingerprint = pki::fingerprint_file(Path::new(file))?;
+            if *raw {
+                writeln!(std::io::stdout().lock(), "{fingerprint}")
+                    .map_err(|e| Error::io("<stdout>", e))?;
+                return Ok(None);
+            }
+            json!({"file": file, "fingerprint": fingerprint})
         }
         Command::TopologyHash { file } => {
             json!({"version_hash": topology::canonical_hash_str(&read_input(file, "hydrated")?)?})
