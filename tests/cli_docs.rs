@@ -146,3 +146,64 @@ fn the_man_page_documents_the_command_line() {
         );
     }
 }
+
+/// The pages a man page names under SUBCOMMANDS (`decnet\-agent\-client\-fleet(1)`
+/// in roff), as file names.
+fn pages_named_by(page: &str) -> Vec<String> {
+    let text = page.replace("\\-", "-");
+    text.lines()
+        .filter_map(|line| line.strip_suffix("(1)"))
+        .filter(|name| name.starts_with("decnet-agent-client-") && !name.contains(' '))
+        .map(|name| format!("{name}.1"))
+        .collect()
+}
+
+#[test]
+fn every_page_a_man_page_names_is_written_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let printed = output(&["manpage"]);
+    assert_eq!(
+        output(&["manpage", "--dir", dir.path().to_str().unwrap()]),
+        "",
+        "--dir prints nothing"
+    );
+    let mut written: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    let main = std::fs::read_to_string(dir.path().join("decnet-agent-client.1")).unwrap();
+    assert!(main == printed, "`manpage` prints the page --dir writes");
+
+    let mut named = vec!["decnet-agent-client.1".to_string()];
+    for page in &written {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH "), "{page}");
+        for name in pages_named_by(&text) {
+            assert!(written.contains(&name), "{page} names {name}, not written");
+            named.push(name);
+        }
+    }
+    named.sort();
+    named.dedup();
+    assert_eq!(named, written, "a page no page names");
+    for page in [
+        "decnet-agent-client-fleet.1",
+        "decnet-agent-client-identity-ensure.1",
+        "decnet-agent-client-updater-wait-for-release.1",
+    ] {
+        assert!(written.iter().any(|w| w == page), "{page}: {written:?}");
+    }
+}
+
+#[test]
+fn manpage_dir_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("man1");
+    let out = Command::new(BIN)
+        .args(["manpage", "--dir", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "io");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("man1"));
+}

@@ -220,8 +220,14 @@ enum Command {
         #[arg(value_enum)]
         shell: docs::Shell,
     },
-    /// Print the man page, roff (`make install` installs it)
-    Manpage,
+    /// Print the man page, roff; with --dir, write it and one page per
+    /// subcommand into DIR (`make install` installs them)
+    Manpage {
+        /// Existing folder for every page (`decnet-agent-client.1`,
+        /// `decnet-agent-client-fleet.1`, ...)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -465,8 +471,12 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             docs::completions(*shell, &mut std::io::stdout().lock())?;
             return Ok(None);
         }
-        Command::Manpage => {
+        Command::Manpage { dir: None } => {
             docs::manpage(&mut std::io::stdout().lock())?;
+            return Ok(None);
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            docs::manpages(dir)?;
             return Ok(None);
         }
         // `main` runs it: its exit status says how the fleet fared.

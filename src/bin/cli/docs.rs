@@ -1,8 +1,9 @@
 //! Shell completions and the man page, generated from the clap definition
-//! of the command line (`completions SHELL`, `manpage`), so they always
+//! of the command line (`completions SHELL`, `manpage [--dir DIR]`), so they always
 //! match it. `make install` writes them where shells and man look.
 
 use std::io::Write;
+use std::path::Path;
 
 use clap::{CommandFactory, ValueEnum};
 use decnet_agent_client::{Error, Result};
@@ -57,9 +58,23 @@ fn bash_state_labels_fixed(script: &[u8]) -> Vec<u8> {
 
 /// Writes the man page (section 1, roff) to `out`.
 pub fn manpage(out: &mut dyn Write) -> Result<()> {
-    let command = Cli::command();
-    clap_mangen::Man::new(command)
+    clap_mangen::Man::new(documented_command())
         .render(out)
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("<stdout>", e))
+}
+
+/// Writes the man page and one page per subcommand, at every depth
+/// (`decnet-agent-client-fleet.1`, `decnet-agent-client-updater-health.1`,
+/// ...), into the existing folder `dir`: every page a page names under
+/// SUBCOMMANDS.
+pub fn manpages(dir: &Path) -> Result<()> {
+    clap_mangen::generate_to(documented_command(), dir).map_err(|e| Error::io(dir, e))
+}
+
+/// The command line as the pages describe it: without clap's `help`
+/// subcommands, which have no page of their own (`--help` is documented
+/// on every page).
+fn documented_command() -> clap::Command {
+    Cli::command().disable_help_subcommand(true)
 }
