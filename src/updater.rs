@@ -355,7 +355,7 @@ impl UpdaterClient {
     /// whose detail [`UpdateFailure::from_error`] reads. A POST is never
     /// sent twice.
     pub fn update(&self, tarball: Tarball<'_>, sha: &str) -> Result<Value> {
-        self.upload("/update", tarball, sha, false)
+        self.upload("/update", tarball, sha, None, false)
             .map_err(|failure| failure.error)
     }
 
@@ -364,7 +364,31 @@ impl UpdaterClient {
     /// request was sent is [`SelfUpdate::QueuedConnectionClosed`]. A
     /// connection lost during the upload is [`Error::ConnectionLost`].
     pub fn update_self(&self, tarball: Tarball<'_>, sha: &str) -> Result<SelfUpdate> {
-        match self.upload("/update-self", tarball, sha, true) {
+        self.update_self_hashed(tarball, sha, None)
+    }
+
+    /// [`UpdaterClient::update`] of a tarball whose SHA-256 is already
+    /// known (`sha256`, lowercase hex), so a fleet hashes it once, not once
+    /// per host; `None` computes it here.
+    pub(crate) fn update_hashed(
+        &self,
+        tarball: Tarball<'_>,
+        sha: &str,
+        sha256: Option<&str>,
+    ) -> Result<Value> {
+        self.upload("/update", tarball, sha, sha256, false)
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`UpdaterClient::update_self`] of a tarball whose SHA-256 is
+    /// already known (see [`UpdaterClient::update_hashed`]).
+    pub(crate) fn update_self_hashed(
+        &self,
+        tarball: Tarball<'_>,
+        sha: &str,
+        sha256: Option<&str>,
+    ) -> Result<SelfUpdate> {
+        match self.upload("/update-self", tarball, sha, sha256, true) {
             Ok(body) => Ok(SelfUpdate::Answered(body)),
             Err(failure) if failure.closed_after_request => Ok(SelfUpdate::QueuedConnectionClosed),
             Err(failure) => Err(failure.error),
@@ -425,11 +449,14 @@ impl UpdaterClient {
         path: &str,
         tarball: Tarball<'_>,
         sha: &str,
+        sha256: Option<&str>,
         confirm_self: bool,
     ) -> std::result::Result<Value, rpc::UploadFailure> {
-        let prepared = tarball
-            .sha256()
-            .and_then(|digest| Ok((digest, tarball.part()?)));
+        let digest = match sha256 {
+            Some(known) => Ok(known.to_string()),
+            None => tarball.sha256(),
+        };
+        let prepared = digest.and_then(|digest| Ok((digest, tarball.part()?)));
         let (digest, part) = prepared.map_err(|error| rpc::UploadFailure {
             error,
             closed_after_request: false,

@@ -14,7 +14,7 @@
 //! (the cap on open connections), and the [`Fleet`] here.
 
 mod budget;
-mod engine;
+pub(crate) mod engine;
 mod plan;
 mod result;
 
@@ -27,6 +27,7 @@ use serde_json::Value;
 pub use budget::default_max_open_connections;
 pub use engine::Flow;
 pub use plan::{Call, HostId, RPC_NAMES};
+pub(crate) use result::sweep_ended;
 pub use result::{error_to_json, HostInfo, HostResult, Outcome};
 
 use crate::client::{
@@ -408,7 +409,7 @@ impl Fleet {
     }
 }
 
-fn check_concurrency(concurrency: usize) -> Result<()> {
+pub(crate) fn check_concurrency(concurrency: usize) -> Result<()> {
     if (1..=MAX_CONCURRENCY).contains(&concurrency) {
         Ok(())
     } else {
@@ -419,7 +420,7 @@ fn check_concurrency(concurrency: usize) -> Result<()> {
     }
 }
 
-fn check_deadline(deadline: Option<Duration>) -> Result<()> {
+pub(crate) fn check_deadline(deadline: Option<Duration>) -> Result<()> {
     match deadline {
         Some(d) if d.is_zero() => Err(Error::invalid("deadline", "must be greater than zero")),
         _ => Ok(()),
@@ -443,52 +444,59 @@ impl Job for HostJob {
         let began = Instant::now();
         let _slot = self.budget.reserve(self.host.index);
         let result = rpc::within_deadline(self.cutoff, || self.call.run(&self.client));
-        let outcome = match result {
-            // Whatever phase the deadline cut, it is the sweep's deadline
-            // that ended the call.
-            Err(Error::Timeout {
-                address,
-                may_have_reached_worker,
-                ..
-            }) if self.cutoff.is_some_and(|c| Instant::now() >= c) => {
-                Outcome::Err(Error::Timeout {
-                    address,
-                    phase: TimeoutPhase::Deadline,
-                    may_have_reached_worker,
-                })
-            }
-            other => result::outcome_of(other),
-        };
         HostResult {
             host: self.host.clone(),
             elapsed: began.elapsed(),
-            outcome,
+            outcome: swept_outcome(self.cutoff, result),
         }
     }
 
     fn unfinished(&self, why: Unfinished) -> HostResult {
-        let (elapsed, outcome) = match why {
-            Unfinished::NeverStarted => (
-                Duration::ZERO,
-                Outcome::Err(Error::Timeout {
-                    address: self.host.address.clone(),
-                    phase: TimeoutPhase::Deadline,
-                    may_have_reached_worker: false,
-                }),
-            ),
-            Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
-            Unfinished::Panicked { elapsed } => {
-                (elapsed, Outcome::Err(Error::internal("the call panicked")))
-            }
-            Unfinished::Vanished => (
-                Duration::ZERO,
-                Outcome::Err(Error::internal("the worker thread ended without a result")),
-            ),
-        };
-        HostResult {
-            host: self.host.clone(),
-            elapsed,
-            outcome,
+        unfinished_result(&self.host, why)
+    }
+}
+
+/// The outcome of one host's call in a sweep whose deadline is `cutoff`:
+/// whatever phase the deadline cut, it is the sweep's deadline that ended
+/// the call. Any fleet's sweep reports this way.
+pub(crate) fn swept_outcome(cutoff: Option<Instant>, result: Result<Value>) -> Outcome {
+    match result {
+        Err(Error::Timeout {
+            address,
+            may_have_reached_worker,
+            ..
+        }) if cutoff.is_some_and(|c| Instant::now() >= c) => Outcome::Err(Error::Timeout {
+            address,
+            phase: TimeoutPhase::Deadline,
+            may_have_reached_worker,
+        }),
+        other => result::outcome_of(other),
+    }
+}
+
+/// The result of `host` when its call did not run to its end.
+pub(crate) fn unfinished_result(host: &HostInfo, why: Unfinished) -> HostResult {
+    let (elapsed, outcome) = match why {
+        Unfinished::NeverStarted => (
+            Duration::ZERO,
+            Outcome::Err(Error::Timeout {
+                address: host.address.clone(),
+                phase: TimeoutPhase::Deadline,
+                may_have_reached_worker: false,
+            }),
+        ),
+        Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
+        Unfinished::Panicked { elapsed } => {
+            (elapsed, Outcome::Err(Error::internal("the call panicked")))
         }
+        Unfinished::Vanished => (
+            Duration::ZERO,
+            Outcome::Err(Error::internal("the worker thread ended without a result")),
+        ),
+    };
+    HostResult {
+        host: host.clone(),
+        elapsed,
+        outcome,
     }
 }

@@ -131,7 +131,7 @@ pub fn error_to_json(error: &Error) -> Value {
 /// `fleet.sweep.ended`: how many hosts answered, failed (of which timed
 /// out) or were never attempted, whether the callback stopped the sweep,
 /// and how long it took.
-pub(super) fn sweep_ended(results: &[HostResult], elapsed: Duration, stopped: bool) -> Event {
+pub(crate) fn sweep_ended(results: &[HostResult], elapsed: Duration, stopped: bool) -> Event {
     let count =
         |wanted: fn(&Outcome) -> bool| results.iter().filter(|r| wanted(&r.outcome)).count();
     Event::new(Level::Info, "fleet.sweep.ended")
