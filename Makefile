@@ -1,8 +1,8 @@
 # Builds and installs the C library -- shared library with a versioned
 # SONAME, static library, header, pkg-config file and CMake package
 # (find_package(decnet_agent_client CONFIG)) -- and the command-line tool
-# with its shell completions (bash, zsh, fish) and man page, both generated
-# from its clap definition.
+# with its shell completions (bash, zsh, fish) and man pages (one per
+# subcommand too), all generated from its clap definition.
 #
 #   make                      # release builds of the library and the CLI
 #   make install PREFIX=/usr/local [DESTDIR=...]
@@ -89,15 +89,17 @@ install-cli: cli
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHDIR) \
 	           $(DESTDIR)$(ZSHDIR) $(DESTDIR)$(FISHDIR)
 	install -m 0755 $(BUILT)/$(CLI) $(DESTDIR)$(BINDIR)/$(CLI)
-	$(BUILT)/$(CLI) manpage > $(DESTDIR)$(MANDIR)/man1/$(CLI).1
+	# The main page and one per subcommand, every page its SUBCOMMANDS section names.
+	$(BUILT)/$(CLI) manpage --dir $(DESTDIR)$(MANDIR)/man1
 	$(BUILT)/$(CLI) completions bash > $(DESTDIR)$(BASHDIR)/$(CLI)
 	$(BUILT)/$(CLI) completions zsh > $(DESTDIR)$(ZSHDIR)/_$(CLI)
 	$(BUILT)/$(CLI) completions fish > $(DESTDIR)$(FISHDIR)/$(CLI).fish
-	chmod 0644 $(DESTDIR)$(MANDIR)/man1/$(CLI).1 $(DESTDIR)$(BASHDIR)/$(CLI) \
+	chmod 0644 $(DESTDIR)$(MANDIR)/man1/$(CLI).1 $(DESTDIR)$(MANDIR)/man1/$(CLI)-*.1 $(DESTDIR)$(BASHDIR)/$(CLI) \
 	           $(DESTDIR)$(ZSHDIR)/_$(CLI) $(DESTDIR)$(FISHDIR)/$(CLI).fish
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/$(CLI) $(DESTDIR)$(MANDIR)/man1/$(CLI).1 $(DESTDIR)$(BASHDIR)/$(CLI) \
+	rm -f $(DESTDIR)$(BINDIR)/$(CLI) $(DESTDIR)$(MANDIR)/man1/$(CLI).1 $(DESTDIR)$(MANDIR)/man1/$(CLI)-*.1 \
+	      $(DESTDIR)$(BASHDIR)/$(CLI) \
 	      $(DESTDIR)$(ZSHDIR)/_$(CLI) $(DESTDIR)$(FISHDIR)/$(CLI).fish
 	rm -f $(DESTDIR)$(LIBDIR)/lib$(NAME).so* $(DESTDIR)$(LIBDIR)/lib$(NAME).a \
 	      $(DESTDIR)$(INCLUDEDIR)/$(NAME).h $(DESTDIR)$(PKGDIR)/$(NAME).pc \

@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::json;
 use crate::pki;
 use crate::rpc::{self, Channel, HostnameVerification, ProfileTable, Timeouts};
-use crate::tls::HandshakeCounts;
+use crate::tls::{HandshakeCounts, Pin, CALLER_PIN};
 
 /// The worker updater's default port.
 pub const DEFAULT_UPDATER_PORT: u16 = 8766;
@@ -201,7 +201,14 @@ impl UpdaterClient {
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let record = HostRecord::new(address, port)?;
-        Self::open(identity, record, port, Some(pin), hostname)
+        Self::open(
+            identity,
+            record,
+            port,
+            Some(pin),
+            CALLER_PIN.into(),
+            hostname,
+        )
     }
 
     /// A client from a parsed host record: its `address`, its `name`, and
@@ -225,7 +232,12 @@ impl UpdaterClient {
                 ))
             }
         };
-        Self::open(identity, host, port, pin, hostname)
+        let who = host.name.as_deref().or(host.uuid.as_deref());
+        let origin = format!(
+            "updater_cert_fingerprint of host record {}",
+            who.unwrap_or(&host.address)
+        );
+        Self::open(identity, host, port, pin, origin, hostname)
     }
 
     /// [`UpdaterClient::from_host_value`] from JSON text.
@@ -245,6 +257,7 @@ impl UpdaterClient {
         host: HostRecord,
         port: u16,
         pin: Option<&str>,
+        pin_origin: String,
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let port = if port == 0 {
@@ -257,6 +270,7 @@ impl UpdaterClient {
                 address: rpc::authority(&host.address, port),
                 expected: String::new(),
                 actual: String::new(),
+                pin_origin: String::new(),
             });
         };
         let pin = pki::normalize_fingerprint(pin).map_err(|_| {
@@ -265,6 +279,10 @@ impl UpdaterClient {
                 "expected 64 hex characters (a SHA-256), optionally separated by ':'",
             )
         })?;
+        let pin = Pin {
+            fingerprint: pin,
+            origin: pin_origin,
+        };
         let channel = Channel::new(identity, &host.address, port, Some(pin), hostname)?;
         Ok(UpdaterClient {
             address: host.address,

@@ -241,7 +241,9 @@ fn exit_codes_tell_the_error_kind() {
     let wrong_pin = "ab".repeat(32);
     let err = fails(w.run(&["--pin", &wrong_pin, "health"]), 17, "pin_mismatch");
     assert!(
-        err.contains(&wrong_pin[..16]) && err.contains(&w.worker.fingerprint()[..16]),
+        err.contains(&wrong_pin[..16])
+            && err.contains(&w.worker.fingerprint()[..16])
+            && err.contains("(from --pin)"),
         "{err}"
     );
 
@@ -359,6 +361,77 @@ fn pki_and_hash_subcommands() {
         run(&["topology-hash", "-"], Some("[1]")),
         11,
         "invalid_argument",
+    );
+}
+
+/// `openssl x509 -fingerprint -sha256` of a certificate, as bare lowercase
+/// hex: computed outside this crate.
+fn openssl_fingerprint(cert: &Path, form: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-inform",
+            form,
+            "-in",
+        ])
+        .arg(cert)
+        .output()
+        .expect("openssl (installed by .ci/install)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (_, hex) = text
+        .trim()
+        .split_once('=')
+        .expect("sha256 Fingerprint=AA:BB:..");
+    hex.replace(':', "").to_lowercase()
+}
+
+#[test]
+fn fingerprint_raw_prints_only_the_hex_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ok(run(
+        &["--ca-dir", ca.to_str().unwrap(), "identity-ensure"],
+        None,
+    ));
+    let pem = ca.join("master/worker.crt");
+    let der = dir.path().join("worker.der");
+    let converted = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&der)
+        .status()
+        .unwrap();
+    assert!(converted.success());
+    let expected = openssl_fingerprint(&pem, "PEM");
+    assert_eq!(expected, openssl_fingerprint(&der, "DER"));
+    assert_eq!(expected.len(), 64);
+    for cert in [&pem, &der] {
+        let out = run(&["fingerprint", "--raw", cert.to_str().unwrap()], None);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{expected}\n")
+        );
+    }
+    let json = ok(run(&["fingerprint", pem.to_str().unwrap()], None));
+    assert_eq!(json["fingerprint"], json!(expected));
+    // An error stays an error line with its kind, never a bare line on stdout.
+    fails(
+        run(
+            &["fingerprint", "--raw", ca.join("ca.key").to_str().unwrap()],
+            None,
+        ),
+        13,
+        "pki",
     );
 }
 

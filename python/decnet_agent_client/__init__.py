@@ -50,6 +50,7 @@ from ._native import (
     DECNET_OK,
     LIBRARY_ENV,
     PROFILES,
+    _CConnectionBudget,
     _CHandshakeCounts,
     _ClientPtr,
     _CSweepOptions,
@@ -89,6 +90,7 @@ from .errors import (
 from .fleet import (
     FLEET_RPCS,
     UPDATER_FLEET_RPCS,
+    ConnectionBudget,
     Fleet,
     HostResult,
     Rollout,
@@ -121,6 +123,7 @@ __all__ = [
     "Client",
     "Fleet",
     "HostResult",
+    "ConnectionBudget",
     "FLEET_RPCS",
     "UpdaterFleet",
     "UPDATER_FLEET_RPCS",

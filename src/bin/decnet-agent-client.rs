@@ -202,6 +202,9 @@ enum Command {
     Fingerprint {
         /// PEM or DER certificate file
         file: PathBuf,
+        /// Print only the 64 hex digits, for scripts (no JSON, no colons)
+        #[arg(long)]
+        raw: bool,
     },
     /// Canonical topology hash, as the worker computes it
     TopologyHash {
@@ -217,8 +220,14 @@ enum Command {
         #[arg(value_enum)]
         shell: docs::Shell,
     },
-    /// Print the man page, roff (`make install` installs it)
-    Manpage,
+    /// Print the man page, roff; with --dir, write it and one page per
+    /// subcommand into DIR (`make install` installs them)
+    Manpage {
+        /// Existing folder for every page (`decnet-agent-client.1`,
+        /// `decnet-agent-client-fleet.1`, ...)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -326,7 +335,10 @@ fn client(cli: &Cli) -> Result<AgentClient> {
         }
     };
     let record = match &cli.pin {
-        Some(pin) => record.with_pin(Some(pin))?,
+        Some(pin) => HostRecord {
+            pin_origin: Some("--pin".into()),
+            ..record.with_pin(Some(pin))?
+        },
         None => record,
     };
     let hostname = hostname_choice(cli);
@@ -446,8 +458,14 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             ..
         } => updater::run_enroll(cli, name, sans, *no_updater, *reissue)?,
         Command::Updater { updater_port, call } => updater::run_updater(cli, *updater_port, call)?,
-        Command::Fingerprint { file } => {
-            json!({"file": file, "fingerprint": pki::fingerprint_file(Path::new(file))?})
+        Command::Fingerprint { file, raw } => {
+            let fingerprint = pki::fingerprint_file(Path::new(file))?;
+            if *raw {
+                writeln!(std::io::stdout().lock(), "{fingerprint}")
+                    .map_err(|e| Error::io("<stdout>", e))?;
+                return Ok(None);
+            }
+            json!({"file": file, "fingerprint": fingerprint})
         }
         Command::TopologyHash { file } => {
             json!({"version_hash": topology::canonical_hash_str(&read_input(file, "hydrated")?)?})
@@ -456,8 +474,12 @@ fn run(cli: &Cli) -> Result<Option<Value>> {
             docs::completions(*shell, &mut std::io::stdout().lock())?;
             return Ok(None);
         }
-        Command::Manpage => {
+        Command::Manpage { dir: None } => {
             docs::manpage(&mut std::io::stdout().lock())?;
+            return Ok(None);
+        }
+        Command::Manpage { dir: Some(dir) } => {
+            docs::manpages(dir)?;
             return Ok(None);
         }
         // `main` runs it: its exit status says how the fleet fared.

@@ -10,9 +10,10 @@
 //! calls the callback, one call at a time, in completion order.
 //!
 //! Files: `plan` (what each host gets), `engine` (the sweep engine any
-//! fleet shares), `result` (per-host results and their JSON), and the
-//! [`Fleet`] here.
+//! fleet shares), `result` (per-host results and their JSON), `budget`
+//! (the cap on open connections), and the [`Fleet`] here.
 
+mod budget;
 pub(crate) mod engine;
 mod plan;
 mod result;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use budget::default_max_open_connections;
 pub use engine::Flow;
 pub use plan::{Call, HostId, RPC_NAMES};
 pub(crate) use result::sweep_ended;
@@ -37,6 +39,7 @@ use crate::error::{Error, Result, TimeoutPhase};
 use crate::events::{self, Event, Level};
 use crate::identity::Identity;
 use crate::rpc;
+use budget::ConnectionBudget;
 use engine::{Job, Limits, Unfinished};
 
 /// Worker threads per sweep when neither the call nor the fleet says
@@ -73,6 +76,7 @@ struct Defaults {
 /// per-host connection pools).
 pub struct Fleet {
     clients: Arc<[Arc<AgentClient>]>,
+    budget: Arc<ConnectionBudget>,
     by_uuid: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     /// Each host record's `use_ipvlan` (false when the record has none).
@@ -132,9 +136,12 @@ impl Fleet {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
+        let clients: Arc<[Arc<AgentClient>]> = clients.into();
+        let budget = ConnectionBudget::new(clients.clone(), default_max_open_connections());
         Ok(Fleet {
             use_ipvlan: vec![false; clients.len()],
-            clients: clients.into(),
+            budget: Arc::new(budget),
+            clients,
             by_uuid,
             by_name,
             defaults: Mutex::new(Defaults {
@@ -284,6 +291,35 @@ impl Fleet {
         Ok(())
     }
 
+    /// The most connections this fleet's sweeps hold open at once; by
+    /// default [`default_max_open_connections`] (three quarters of the soft
+    /// limit on open files when the fleet was made).
+    pub fn max_open_connections(&self) -> usize {
+        self.budget.limit()
+    }
+
+    /// Caps the connections this fleet's sweeps hold open at once (at least
+    /// 1), for calls started from now. When a call would go over, the
+    /// least recently used idle hosts' kept-alive connections are closed
+    /// first; calling them again costs a new connection with a resumed TLS
+    /// handshake (a full one when resumption is off), about a round trip
+    /// and a fraction of a full handshake's CPU. A sweep never runs more
+    /// hosts at once than the cap.
+    pub fn set_max_open_connections(&self, limit: usize) -> Result<()> {
+        self.budget.set_limit(limit)
+    }
+
+    /// Connections of this fleet's clients open now.
+    pub fn open_connections(&self) -> usize {
+        self.budget.open()
+    }
+
+    /// How many times a host's idle connections were closed to stay within
+    /// [`Fleet::max_open_connections`].
+    pub fn connection_evictions(&self) -> u64 {
+        self.budget.evictions()
+    }
+
     /// Sends `call` to every host; see [`Fleet::sweep`].
     pub fn sweep_all(
         &self,
@@ -345,6 +381,7 @@ impl Fleet {
             jobs.push(HostJob {
                 host: self.info(index),
                 client: self.clients[index].clone(),
+                budget: self.budget.clone(),
                 call,
                 cutoff: None,
             });
@@ -364,7 +401,8 @@ impl Fleet {
                 .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
         });
         let limits = Limits {
-            concurrency,
+            // Never more calls at once than the connection budget.
+            concurrency: concurrency.min(self.budget.limit()),
             cutoff,
             thread_name: "decnet-fleet",
         };
@@ -418,6 +456,7 @@ pub(crate) fn check_deadline(deadline: Option<Duration>) -> Result<()> {
 struct HostJob {
     host: HostInfo,
     client: Arc<AgentClient>,
+    budget: Arc<ConnectionBudget>,
     call: Call,
     /// The sweep's deadline, handed down into every request of the call.
     cutoff: Option<Instant>,
@@ -428,6 +467,7 @@ impl Job for HostJob {
 
     fn run(&self) -> HostResult {
         let began = Instant::now();
+        let _slot = self.budget.reserve(self.host.index);
         let result = rpc::within_deadline(self.cutoff, || self.call.run(&self.client));
         HostResult {
             host: self.host.clone(),

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::budget::ConnectionBudget;
 use super::engine::{self, Job, Limits, Unfinished};
 use super::{swept_outcome, unfinished_result, Fleet, HostInfo, HostResult, SweepOptions};
 use crate::client::{check_deploy_config, AgentClient};
@@ -107,6 +108,7 @@ impl Fleet {
                 ShardJob {
                     host: self.info(index),
                     client: self.clients[index].clone(),
+                    budget: self.budget.clone(),
                     config: shard.config,
                     deckies: shard.deckies,
                     probe,
@@ -115,7 +117,8 @@ impl Fleet {
             })
             .collect();
         let limits = Limits {
-            concurrency,
+            // Never more calls at once than the connection budget.
+            concurrency: concurrency.min(self.budget.limit()),
             cutoff,
             thread_name: "decnet-fleet",
         };
@@ -127,6 +130,7 @@ impl Fleet {
 struct ShardJob {
     host: HostInfo,
     client: Arc<AgentClient>,
+    budget: Arc<ConnectionBudget>,
     config: Value,
     deckies: Vec<String>,
     probe: bool,
@@ -138,6 +142,7 @@ impl Job for ShardJob {
 
     fn run(&self) -> ShardResult {
         let began = Instant::now();
+        let _slot = self.budget.reserve(self.host.index);
         let (deployed, elapsed, probe) = rpc::within_deadline(self.cutoff, || {
             let deployed = self.client.deploy(&self.config, false, false);
             let elapsed = began.elapsed();

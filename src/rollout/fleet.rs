@@ -653,6 +653,7 @@ impl Job for SweepJob {
                 address: self.host.address.clone(),
                 expected: String::new(),
                 actual: String::new(),
+                pin_origin: String::new(),
             }),
         };
         HostResult {
