@@ -455,3 +455,31 @@ fn batches_wait_for_the_pause_and_the_deadline_ends_the_rollout() {
         assert!(host.report.error.as_deref().unwrap().contains("deadline"));
     }
 }
+
+#[test]
+fn a_stop_on_an_unpinned_host_reaches_no_updater() {
+    use UpdaterBehaviour::*;
+    let s = setup(&[NoPin, NoPin, Accept, Accept]);
+    let mut calls = 0;
+    let rollout = s
+        .fleet
+        .push(
+            &s.tarball,
+            SHA,
+            None,
+            &RolloutPolicy::default(),
+            options(4),
+            |_| {
+                calls += 1;
+                Flow::Stop
+            },
+        )
+        .unwrap();
+    assert_eq!(calls, 1, "no callback after the stop");
+    assert_eq!(rollout.summary.stop, StopReason::Stopped);
+    assert_eq!(rollout.summary.count(HostStatus::NoUpdaterPin), 2);
+    assert_eq!(rollout.summary.count(HostStatus::NotAttempted), 2);
+    for member in s.swarm.members() {
+        assert_eq!(member.updater.connections(), 0);
+    }
+}

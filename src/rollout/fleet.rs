@@ -438,6 +438,7 @@ impl UpdaterFleet {
                 wave: None,
                 report: HostReport::bare(HostStatus::NoUpdaterPin),
             };
+            // After a stop, no callback follows.
             stopped = stopped || on_result(&result) == Flow::Stop;
             hosts[member.info.index] = Some(result);
         }
