@@ -9,7 +9,9 @@
 //! Behaviours: `ok` (the contract), `close` (reads each request, then hangs
 //! up), `stall` (answers after 30 s), `nonjson` (answers 200 with HTML),
 //! `oddkey` (answers 200 with [`ODD_KEY_BODY`], whose keys serde_json's
-//! `arbitrary_precision` and `raw_value` would misread).
+//! `arbitrary_precision` and `raw_value` would misread), `deployfail` (a
+//! deploy brings up its first decky, then answers 500; its status then
+//! says which deckies run).
 //!
 //! It also starts stand-in updaters (certificate CN `updater@stand-in`),
 //! one per mode, and writes each one's host record, pinned with
@@ -61,6 +63,7 @@ fn serve(dir: &Path) -> decnet_agent_client::Result<()> {
         ("stall", Fault::Stall(Duration::from_secs(30))),
         ("nonjson", Fault::NonJsonBody),
         ("oddkey", Fault::RawBody(ODD_KEY_BODY)),
+        ("deployfail", Fault::DeployFailsAfter(1)),
     ];
     let mut workers = Vec::new();
     for (name, fault) in behaviours {

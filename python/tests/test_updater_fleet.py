@@ -1,8 +1,8 @@
 """The updater fleet and the sharded deploy from Python, against the crate's stand-in workers
 and updaters in another process (the ``stand_in_worker`` example: updaters ``ok``,
 ``probe`` (every update rolled back: 409) and ``selfdrop`` (update-self closes the
-connection, installs later); workers ``ok`` and ``close`` (hangs up every request), among
-others). ``DECNET_STAND_IN_BIN`` names a built one, else it is built with cargo into
+connection, installs later); workers ``ok``, ``close`` (hangs up every request) and
+``deployfail`` (a deploy brings up its first decky, then answers 500), among others). ``DECNET_STAND_IN_BIN`` names a built one, else it is built with cargo into
 ``target/testkit`` (as the C suite does).
 """
 
@@ -169,3 +169,16 @@ def test_a_sharded_deploy_sends_each_host_its_deckies_and_probes_a_failure(maste
         config["deckies"].append({"name": "d4", "services": ["ssh"], "host_uuid": "uuid-nowhere"})
         with pytest.raises(dac.InvalidArgumentError, match="uuid-nowhere"):
             fleet.deploy_sharded(config)
+
+
+def test_the_probe_after_a_part_way_deploy_says_which_deckies_are_up(master, stand_ins):
+    _, records = stand_ins
+    failing = records["w-deployfail"]
+    config = {"mode": "swarm", "deckies": [
+        {"name": f"p{i}", "services": ["ssh"], "host_uuid": failing["uuid"]} for i in range(3)]}
+    with dac.Fleet(master, [failing]) as fleet:
+        (result,) = fleet.deploy_sharded(config)
+        assert not result.ok and isinstance(result.error, dac.HTTPStatusError)
+        assert (result.running, result.down, result.probe_error) == (["p0"], ["p1", "p2"], None)
+        (unprobed,) = fleet.deploy_sharded(config, probe=False)
+        assert unprobed.running is None and unprobed.probe_error is None

@@ -14,7 +14,10 @@
  *    "self-updated", the dropped one with no HTTP status and a verify time;
  *  - a non-zero callback return starts no new host ("stopped");
  *  - a rollback reports "rolled-back", and "failed" with 404 where there is
- *    no previous release.
+ *    no previous release;
+ *  - a sharded deploy (decnet_fleet_deploy_sharded) over the `ok` and
+ *    `deployfail` workers: each gets its own deckies, and the probe after
+ *    the part-way failure says which are up.
  * Everything received is freed. Prints "N passed, M failed" alone on the
  * last line; exits 1 on any failure.
  */
@@ -183,6 +186,38 @@ static void test_stop_and_rollback(const decnet_identity *identity, const char *
     decnet_updater_fleet_free(fleet);
 }
 
+static void test_sharded_deploy(const decnet_identity *identity, const char *hosts_dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ok.json", hosts_dir);
+    char *ok = read_file(path);
+    snprintf(path, sizeof path, "%s/deployfail.json", hosts_dir);
+    char *failing = read_file(path);
+    CHECK(ok && failing, "read the ok and deployfail worker records");
+    char hosts[8192];
+    snprintf(hosts, sizeof hosts, "[%s,%s]", ok ? ok : "{}", failing ? failing : "{}");
+    decnet_fleet *fleet = NULL;
+    decnet_result rc = decnet_fleet_new(identity, hosts, DECNET_HOSTNAME_ON, &fleet);
+    CHECK(rc == DECNET_OK, "fleet of the ok and deployfail workers");
+    const char *config = "{\"mode\":\"swarm\",\"deckies\":["
+                         "{\"name\":\"s1\",\"services\":[\"ssh\"],\"host_uuid\":\"uuid-deployfail\"},"
+                         "{\"name\":\"s2\",\"services\":[\"ssh\"],\"host_uuid\":\"uuid-ok\"},"
+                         "{\"name\":\"s3\",\"services\":[\"ssh\"],\"host_uuid\":\"uuid-deployfail\"}]}";
+    char *out = NULL;
+    if (rc == DECNET_OK) {
+        rc = decnet_fleet_deploy_sharded(fleet, config, true, NULL, NULL, NULL, &out);
+        CHECK(rc == DECNET_OK, "decnet_fleet_deploy_sharded runs");
+        CHECK(has(out, "\"deckies\":[\"s2\"]") && has(out, "\"deckies\":[\"s1\",\"s3\"]"),
+              "each host gets its own deckies");
+        CHECK(has(out, "\"probe\":{\"down\":[\"s3\"],\"running\":[\"s1\"]}"),
+              "the probe after the part-way deploy: s1 up, s3 down");
+        CHECK(has(out, "\"http_status\":500"), "the failed deploy's status");
+    }
+    decnet_string_free(out);
+    decnet_fleet_free(fleet);
+    free(ok);
+    free(failing);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s CA_DIR HOSTS_DIR\n", argv[0]);
@@ -206,6 +241,9 @@ int main(int argc, char **argv) {
         test_failing_canary(identity, tarball);
         test_self_update_with_verify(identity, tarball);
         test_stop_and_rollback(identity, tarball);
+    }
+    if (identity != NULL) {
+        test_sharded_deploy(identity, argv[2]);
     }
     if (fd >= 0) {
         close(fd);
