@@ -323,6 +323,24 @@ typedef struct decnet_handshake_counts {
 } decnet_handshake_counts;
 
 /**
+ * A fleet's connection budget and what it did.
+ */
+typedef struct decnet_connection_budget {
+  /**
+   * The most connections the fleet's sweeps hold open at once.
+   */
+  size_t max_open_connections;
+  /**
+   * Connections of the fleet's clients open now.
+   */
+  size_t open_connections;
+  /**
+   * Times a host's idle connections were closed to stay within it.
+   */
+  uint64_t evictions;
+} decnet_connection_budget;
+
+/**
  * Per-call sweep options. Zero in a field means "the fleet's setting".
  */
 typedef struct decnet_sweep_options {
@@ -702,6 +720,30 @@ enum decnet_result decnet_fleet_set_session_resumption(const struct decnet_fleet
  */
 enum decnet_result decnet_fleet_handshake_counts(const struct decnet_fleet *fleet,
                                                  struct decnet_handshake_counts *out);
+
+/**
+ * Caps the connections the fleet's sweeps hold open at once (at least 1;
+ * by default three quarters of the soft limit on open files when the
+ * fleet was made), for calls started from now. Before a call would go
+ * over, the least recently used idle hosts' kept-alive connections are
+ * closed; calling them again costs a new connection with a resumed TLS
+ * handshake. A sweep never runs more hosts at once than the cap.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (0), `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_max_open_connections(const struct decnet_fleet *fleet,
+                                                         size_t limit);
+
+/**
+ * Reads the fleet's connection budget, its open connections and its
+ * evictions into `*out` (zeroed first).
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_connection_budget(const struct decnet_fleet *fleet,
+                                                  struct decnet_connection_budget *out);
 
 /**
  * Sets the fleet's default concurrency: hosts in flight at once, each on

@@ -41,9 +41,23 @@
 
 namespace decnet {
 
-/// Which of the three transfer timeouts ran out (unknown: the C library
-/// does not report the phase in this version).
-enum class timeout_phase { unknown };
+/// Which step of a call ran out of time (decnet_timeout_phase).
+enum class timeout_phase {
+    /// Not a timeout (never the phase of a thrown decnet::timeout).
+    none = DECNET_TIMEOUT_PHASE_NONE,
+    /// Resolving the name and opening the TCP connection.
+    connect = DECNET_TIMEOUT_PHASE_CONNECT,
+    /// The TLS handshake.
+    handshake = DECNET_TIMEOUT_PHASE_HANDSHAKE,
+    /// Sending the request.
+    write = DECNET_TIMEOUT_PHASE_WRITE,
+    /// Waiting for and reading the answer.
+    read = DECNET_TIMEOUT_PHASE_READ,
+    /// Waiting for a connection from the pool.
+    pool = DECNET_TIMEOUT_PHASE_POOL,
+    /// An overall deadline (a fleet sweep's, a release wait's) passed.
+    deadline = DECNET_TIMEOUT_PHASE_DEADLINE,
+};
 
 /// Base of every exception thrown by this wrapper: the C result code and
 /// every field of the C last-error getters, copied when thrown.
@@ -132,8 +146,9 @@ DECNET_CXX_ERROR(panic)
 /// DECNET_ERR_TIMEOUT; carries the phase that ran out.
 class timeout : public error {
 public:
-    /// Copies the last-error detail, as error does.
-    explicit timeout(decnet_result code) : error(code), phase_(timeout_phase::unknown) {}
+    /// Copies the last-error detail, as error does, and the phase.
+    explicit timeout(decnet_result code)
+        : error(code), phase_(static_cast<timeout_phase>(decnet_last_error_timeout_phase())) {}
     /// Which timeout ran out.
     timeout_phase phase() const noexcept { return phase_; }
 
@@ -544,6 +559,17 @@ public:
     /// Default hosts in flight at once.
     void set_concurrency(std::size_t concurrency) const {
         detail::check(decnet_fleet_set_concurrency(get(), concurrency));
+    }
+    /// Caps the connections the fleet's sweeps hold open at once (see
+    /// decnet_fleet_set_max_open_connections).
+    void set_max_open_connections(std::size_t limit) const {
+        detail::check(decnet_fleet_set_max_open_connections(get(), limit));
+    }
+    /// The cap on open connections, those open now, and the evictions.
+    decnet_connection_budget get_connection_budget() const {
+        decnet_connection_budget out{};
+        detail::check(decnet_fleet_connection_budget(get(), &out));
+        return out;
     }
     /// Default sweep deadline (0: none).
     void set_deadline_ms(std::uint64_t deadline_ms) const {

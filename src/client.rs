@@ -20,6 +20,7 @@ pub use crate::rpc::{
     VERIFY_HOSTNAME_ENV,
 };
 pub use crate::tls::HandshakeCounts;
+use crate::tls::{Pin, CALLER_PIN};
 use crate::topology;
 
 /// The worker agent's default port.
@@ -59,6 +60,10 @@ pub struct HostRecord {
     /// SHA-256 fingerprint of the worker's certificate, normalised to 64
     /// lowercase hex characters; `None` means no pin.
     pub pin: Option<String>,
+    /// Where `pin` came from, named by a pin mismatch so the operator knows
+    /// what to fix (for example `client_cert_fingerprint of host record
+    /// w1`); `None` when the caller set the pin itself.
+    pub pin_origin: Option<String>,
 }
 
 impl HostRecord {
@@ -70,6 +75,7 @@ impl HostRecord {
             uuid: None,
             name: None,
             pin: None,
+            pin_origin: None,
         })
     }
 
@@ -146,17 +152,26 @@ impl HostRecord {
             })?),
             None => None,
         };
+        let uuid = optional_string(object, "uuid")?;
+        let name = optional_string(object, "name")?;
+        let pin_origin = pin.as_ref().map(|_| {
+            let host = name.as_deref().or(uuid.as_deref()).unwrap_or(&address);
+            format!("client_cert_fingerprint of host record {host}")
+        });
         Ok(HostRecord {
             address,
             port,
-            uuid: optional_string(object, "uuid")?,
-            name: optional_string(object, "name")?,
+            uuid,
+            name,
             pin,
+            pin_origin,
         })
     }
 
-    /// Sets or clears the pin (any case, `:` separators allowed).
+    /// Sets or clears the pin (any case, `:` separators allowed); its origin
+    /// becomes "given by the caller".
     pub fn with_pin(mut self, pin: Option<&str>) -> Result<Self> {
+        self.pin_origin = None;
         self.pin = pin
             .map(|text| {
                 pki::normalize_fingerprint(text).map_err(|_| {
@@ -333,7 +348,13 @@ impl AgentClient {
             identity,
             &record.address,
             record.port,
-            record.pin.clone(),
+            record.pin.clone().map(|fingerprint| Pin {
+                fingerprint,
+                origin: record
+                    .pin_origin
+                    .clone()
+                    .unwrap_or_else(|| CALLER_PIN.to_string()),
+            }),
             hostname,
         )?;
         Ok(AgentClient {
@@ -377,6 +398,21 @@ impl AgentClient {
     pub fn connect(&self) -> Result<()> {
         self.channel
             .connect(self.timeouts(Profile::Control).connect)
+    }
+
+    /// Closes this client's idle kept-alive connections (and a warm one):
+    /// the next call connects again, resuming its TLS session when
+    /// resumption is on. A call in flight keeps its connection.
+    pub fn close_idle_connections(&self) {
+        self.channel.close_idle();
+    }
+
+    /// Counts every connection opened from now in `total` while it lives.
+    pub(crate) fn count_connections_in(
+        &self,
+        total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        self.channel.count_connections_in(total);
     }
 
     /// The timeouts of `profile`.

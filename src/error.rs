@@ -112,7 +112,9 @@ pub enum Error {
     #[error("{}", if expected.is_empty() {
         format!("no updater pin is recorded for {address} (updater_cert_fingerprint is null): refusing to connect")
     } else {
-        format!("certificate pin mismatch for {address}: expected {}…, got {}…",
+        format!("certificate pin mismatch for {address}: expected {}… (from {pin_origin}), got {}…: \
+                 the worker's certificate changed or this is not that worker; \
+                 re-enroll it or correct the pin",
             &expected[..expected.len().min(16)], &actual[..actual.len().min(16)])
     })]
     PinMismatch {
@@ -123,6 +125,9 @@ pub enum Error {
         expected: String,
         /// The fingerprint the worker presented.
         actual: String,
+        /// Where the expected pin came from (a host record's field, `--pin`,
+        /// "the pin given for this client").
+        pin_origin: String,
     },
 
     /// A timeout of the call's profile expired.

@@ -73,6 +73,7 @@ pub fn ensure_master_bundle(ca_dir: &Path) -> Result<Bundle> {
 
 struct Material {
     ca_cert: CertificateDer<'static>,
+    ca_cert_path: PathBuf,
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
     fingerprint: String,
@@ -125,7 +126,7 @@ impl Identity {
         let ca_der = pki::parse_cert_pem(&ca_pem, ca_cert)?;
         let cert_der = pki::parse_cert_pem(&cert_pem, cert)?;
         let key_der = parse_private_key(&key_pem, key)?;
-        Self::from_der(ca_der, cert_der, key_der, key)
+        Self::from_der(ca_der, ca_cert, cert_der, key_der, key)
     }
 
     /// Loads the identity of a bundle directory (`ca.crt`, `worker.crt`,
@@ -147,17 +148,19 @@ impl Identity {
     }
 
     fn from_pem_parts(ca: &[u8], cert: &[u8], key: &[u8], origin: &Path) -> Result<Self> {
-        let ca_der = pki::parse_cert_pem(ca, &origin.join(pki::CA_CERT_FILE))?;
+        let ca_path = origin.join(pki::CA_CERT_FILE);
+        let ca_der = pki::parse_cert_pem(ca, &ca_path)?;
         let cert_der = pki::parse_cert_pem(cert, &origin.join(BUNDLE_CERT_FILE))?;
         let key_path = origin.join(BUNDLE_KEY_FILE);
         let key_der = parse_private_key(key, &key_path)?;
-        Self::from_der(ca_der, cert_der, key_der, &key_path)
+        Self::from_der(ca_der, &ca_path, cert_der, key_der, &key_path)
     }
 
     /// Assembles an identity after checking that the key is usable for TLS
     /// and belongs to the certificate (`key_path` names the key in errors).
     fn from_der(
         ca_cert: CertificateDer<'static>,
+        ca_cert_path: &Path,
         cert: CertificateDer<'static>,
         key: PrivateKeyDer<'static>,
         key_path: &Path,
@@ -171,6 +174,7 @@ impl Identity {
         Ok(Identity {
             material: Arc::new(Material {
                 ca_cert,
+                ca_cert_path: ca_cert_path.to_path_buf(),
                 cert,
                 key,
                 fingerprint,
@@ -186,6 +190,12 @@ impl Identity {
     /// The CA certificate (the only trust anchor), DER.
     pub fn ca_cert(&self) -> &CertificateDer<'static> {
         &self.material.ca_cert
+    }
+
+    /// The file the CA certificate was read from; a worker certificate
+    /// it did not issue is reported as "not issued by" this path.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.material.ca_cert_path
     }
 
     /// The client certificate, DER.

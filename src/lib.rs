@@ -36,4 +36,5 @@ pub use error::{Error, ErrorKind, Result, TimeoutPhase};
 pub use events::{Event, Level};
 pub use fleet::{Fleet, HostResult, Outcome};
 pub use identity::Identity;
+pub use rollout::{RolloutPolicy, UpdaterFleet};
 pub use updater::{SelfUpdate, Tarball, UpdateFailure, UpdaterClient, UpdaterProfile};

@@ -5,7 +5,7 @@
 //! failure onto the error taxonomy.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,8 @@ use crate::events::{self, Call};
 use crate::identity::Identity;
 use crate::json;
 use crate::tls::{
-    timeout_phase, DeferredResolver, HandshakeCounts, PeerPolicy, PinnedConnector, StaleConnection,
-    TlsSession,
+    timeout_phase, DeferredResolver, HandshakeCounts, PeerPolicy, Pin, PinnedConnector,
+    StaleConnection, TlsSession,
 };
 
 /// Default cap on a response body, in bytes (16 MiB).
@@ -145,7 +145,9 @@ pub(crate) fn authority(host: &str, port: u16) -> String {
 pub(crate) struct Channel {
     address: String,
     base_url: String,
-    agent: Agent,
+    /// The keep-alive pool's agent; replaced by an empty one to close the
+    /// idle connections ([`Channel::close_idle`]).
+    agent: RwLock<Agent>,
     /// For uploads: no pool, so each upload runs on a connection of its own
     /// and an early close cannot be mistaken for an idle one. Made on first use.
     uploads: OnceLock<Agent>,
@@ -171,7 +173,7 @@ impl Channel {
         identity: &Identity,
         host: &str,
         port: u16,
-        pin: Option<String>,
+        pin: Option<Pin>,
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let verify_hostname = hostname.resolve()?;
@@ -192,11 +194,30 @@ impl Channel {
         Ok(Channel {
             base_url: format!("https://{address}"),
             address,
-            agent: agent_for(&session, MAX_IDLE_CONNECTIONS),
+            agent: RwLock::new(agent_for(&session, MAX_IDLE_CONNECTIONS)),
             uploads: OnceLock::new(),
             session,
             max_response_bytes: AtomicU64::new(DEFAULT_MAX_RESPONSE_BYTES),
         })
+    }
+
+    /// Counts every connection opened from now in `total` while it lives.
+    pub(crate) fn count_connections_in(&self, total: Arc<AtomicUsize>) {
+        self.session.count_connections_in(total);
+    }
+
+    /// Closes the idle kept-alive connections and the warm one: the pool
+    /// starts empty and the next request connects again (resuming its TLS
+    /// session when resumption is on). Requests in flight keep theirs and
+    /// close it when they end.
+    pub(crate) fn close_idle(&self) {
+        let fresh = agent_for(&self.session, MAX_IDLE_CONNECTIONS);
+        let old = std::mem::replace(
+            &mut *self.agent.write().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
+        drop(old);
+        self.session.drop_warm();
     }
 
     /// Opens and verifies one connection now; the next request reuses it.
@@ -335,13 +356,14 @@ impl Channel {
             return Err(not_started(&self.address));
         }
         let url = format!("{}{path}", self.base_url);
+        let agent = self.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
         let result = if method == Method::GET {
-            with_timeouts(self.agent.get(&url), timeouts)
+            with_timeouts(agent.get(&url), timeouts)
                 .header("accept", "application/json")
                 .call()
         } else {
             let request =
-                with_timeouts(self.agent.post(&url), timeouts).header("accept", "application/json");
+                with_timeouts(agent.post(&url), timeouts).header("accept", "application/json");
             match body {
                 Some(bytes) => request
                     .header("content-type", "application/json")

@@ -25,7 +25,7 @@ use crate::identity::Identity;
 use crate::json;
 use crate::pki;
 use crate::rpc::{self, Channel, HostnameVerification, ProfileTable, Timeouts};
-use crate::tls::HandshakeCounts;
+use crate::tls::{HandshakeCounts, Pin, CALLER_PIN};
 
 /// The worker updater's default port.
 pub const DEFAULT_UPDATER_PORT: u16 = 8766;
@@ -201,7 +201,14 @@ impl UpdaterClient {
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let record = HostRecord::new(address, port)?;
-        Self::open(identity, record, port, Some(pin), hostname)
+        Self::open(
+            identity,
+            record,
+            port,
+            Some(pin),
+            CALLER_PIN.into(),
+            hostname,
+        )
     }
 
     /// A client from a parsed host record: its `address`, its `name`, and
@@ -225,7 +232,12 @@ impl UpdaterClient {
                 ))
             }
         };
-        Self::open(identity, host, port, pin, hostname)
+        let who = host.name.as_deref().or(host.uuid.as_deref());
+        let origin = format!(
+            "updater_cert_fingerprint of host record {}",
+            who.unwrap_or(&host.address)
+        );
+        Self::open(identity, host, port, pin, origin, hostname)
     }
 
     /// [`UpdaterClient::from_host_value`] from JSON text.
@@ -245,6 +257,7 @@ impl UpdaterClient {
         host: HostRecord,
         port: u16,
         pin: Option<&str>,
+        pin_origin: String,
         hostname: HostnameVerification,
     ) -> Result<Self> {
         let port = if port == 0 {
@@ -257,6 +270,7 @@ impl UpdaterClient {
                 address: rpc::authority(&host.address, port),
                 expected: String::new(),
                 actual: String::new(),
+                pin_origin: String::new(),
             });
         };
         let pin = pki::normalize_fingerprint(pin).map_err(|_| {
@@ -265,6 +279,10 @@ impl UpdaterClient {
                 "expected 64 hex characters (a SHA-256), optionally separated by ':'",
             )
         })?;
+        let pin = Pin {
+            fingerprint: pin,
+            origin: pin_origin,
+        };
         let channel = Channel::new(identity, &host.address, port, Some(pin), hostname)?;
         Ok(UpdaterClient {
             address: host.address,
@@ -337,7 +355,7 @@ impl UpdaterClient {
     /// whose detail [`UpdateFailure::from_error`] reads. A POST is never
     /// sent twice.
     pub fn update(&self, tarball: Tarball<'_>, sha: &str) -> Result<Value> {
-        self.upload("/update", tarball, sha, false)
+        self.upload("/update", tarball, sha, None, false)
             .map_err(|failure| failure.error)
     }
 
@@ -346,7 +364,31 @@ impl UpdaterClient {
     /// request was sent is [`SelfUpdate::QueuedConnectionClosed`]. A
     /// connection lost during the upload is [`Error::ConnectionLost`].
     pub fn update_self(&self, tarball: Tarball<'_>, sha: &str) -> Result<SelfUpdate> {
-        match self.upload("/update-self", tarball, sha, true) {
+        self.update_self_hashed(tarball, sha, None)
+    }
+
+    /// [`UpdaterClient::update`] of a tarball whose SHA-256 is already
+    /// known (`sha256`, lowercase hex), so a fleet hashes it once, not once
+    /// per host; `None` computes it here.
+    pub(crate) fn update_hashed(
+        &self,
+        tarball: Tarball<'_>,
+        sha: &str,
+        sha256: Option<&str>,
+    ) -> Result<Value> {
+        self.upload("/update", tarball, sha, sha256, false)
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`UpdaterClient::update_self`] of a tarball whose SHA-256 is
+    /// already known (see [`UpdaterClient::update_hashed`]).
+    pub(crate) fn update_self_hashed(
+        &self,
+        tarball: Tarball<'_>,
+        sha: &str,
+        sha256: Option<&str>,
+    ) -> Result<SelfUpdate> {
+        match self.upload("/update-self", tarball, sha, sha256, true) {
             Ok(body) => Ok(SelfUpdate::Answered(body)),
             Err(failure) if failure.closed_after_request => Ok(SelfUpdate::QueuedConnectionClosed),
             Err(failure) => Err(failure.error),
@@ -407,11 +449,14 @@ impl UpdaterClient {
         path: &str,
         tarball: Tarball<'_>,
         sha: &str,
+        sha256: Option<&str>,
         confirm_self: bool,
     ) -> std::result::Result<Value, rpc::UploadFailure> {
-        let prepared = tarball
-            .sha256()
-            .and_then(|digest| Ok((digest, tarball.part()?)));
+        let digest = match sha256 {
+            Some(known) => Ok(known.to_string()),
+            None => tarball.sha256(),
+        };
+        let prepared = digest.and_then(|digest| Ok((digest, tarball.part()?)));
         let (digest, part) = prepared.map_err(|error| rpc::UploadFailure {
             error,
             closed_after_request: false,

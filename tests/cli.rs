@@ -241,7 +241,9 @@ fn exit_codes_tell_the_error_kind() {
     let wrong_pin = "ab".repeat(32);
     let err = fails(w.run(&["--pin", &wrong_pin, "health"]), 17, "pin_mismatch");
     assert!(
-        err.contains(&wrong_pin[..16]) && err.contains(&w.worker.fingerprint()[..16]),
+        err.contains(&wrong_pin[..16])
+            && err.contains(&w.worker.fingerprint()[..16])
+            && err.contains("(from --pin)"),
         "{err}"
     );
 

@@ -228,7 +228,9 @@ fn pin_accepts_any_spelling_and_refuses_a_wrong_one() {
             address,
             expected,
             actual,
+            pin_origin,
         }) => {
+            assert_eq!(pin_origin, "client_cert_fingerprint of host record w");
             assert_eq!(address, format!("127.0.0.1:{}", s.worker.port()));
             assert_eq!(expected, wrong);
             assert_eq!(actual, fp);
@@ -237,7 +239,20 @@ fn pin_accepts_any_spelling_and_refuses_a_wrong_one() {
     }
     let message = expect_kind(client.connect(), ErrorKind::PinMismatch).to_string();
     assert!(
-        message.contains(&wrong[..16]) && message.contains(&fp[..16]),
+        message.contains(&wrong[..16])
+            && message.contains(&fp[..16])
+            && message.contains("(from client_cert_fingerprint of host record w)"),
+        "{message}"
+    );
+    // A pin the caller set itself is named as such.
+    let by_hand = HostRecord::from_value(&record)
+        .unwrap()
+        .with_pin(Some(&wrong))
+        .unwrap();
+    let by_hand = AgentClient::new(&s.pki.master, by_hand, HostnameVerification::On).unwrap();
+    let message = expect_kind(by_hand.health(), ErrorKind::PinMismatch).to_string();
+    assert!(
+        message.contains("(from the pin given for this client)"),
         "{message}"
     );
     assert_eq!(
@@ -360,8 +375,12 @@ fn untrusted_or_expired_worker_certificates_are_tls_errors() {
     // Both CAs carry the reference subject, so webpki finds the issuer by
     // name and then rejects the signature.
     let err = expect_kind(client.health(), ErrorKind::Tls);
+    let ca_file = pki.master.ca_cert_path().display().to_string();
+    assert!(ca_file.ends_with("/master/ca.crt"), "{ca_file}");
     assert!(
-        err.to_string().contains("worker certificate rejected"),
+        err.to_string().contains(&format!(
+            "worker certificate rejected: not issued by {ca_file} ("
+        )),
         "{err}"
     );
 

@@ -197,6 +197,19 @@ fn a_wrong_pin_fails_the_handshake_and_sends_nothing() {
         client.update(Tarball::Bytes(b"x"), ""),
         ErrorKind::PinMismatch,
     );
+    // The message says where the wrong pin came from.
+    let from_record = UpdaterClient::from_host_value(
+        &s.pki.master,
+        &record(&s.updater, Some(wrong.clone())),
+        s.updater.port(),
+        HostnameVerification::On,
+    )
+    .unwrap();
+    let message = expect_kind(from_record.health(), ErrorKind::PinMismatch).to_string();
+    assert!(
+        message.contains("(from updater_cert_fingerprint of host record worker-1)"),
+        "{message}"
+    );
     assert!(s.updater.requests().is_empty());
     assert!(s.updater.connections() >= 1);
 }

@@ -50,6 +50,7 @@ from ._native import (
     DECNET_OK,
     LIBRARY_ENV,
     PROFILES,
+    _CConnectionBudget,
     _CHandshakeCounts,
     _ClientPtr,
     _CSweepOptions,
@@ -85,7 +86,7 @@ from .errors import (
     _result_name,
     last_error,
 )
-from .fleet import FLEET_RPCS, Fleet, HostResult
+from .fleet import FLEET_RPCS, ConnectionBudget, Fleet, HostResult
 from .identity import Identity, enroll, ensure_ca, fingerprint_file, issue_worker_bundle
 from .logging_bridge import LOGGER_NAME, TRACE, sync_logging
 from .updater import UPDATER_PROFILES, SelfUpdateResult, UpdaterClient
@@ -111,6 +112,7 @@ __all__ = [
     "Client",
     "Fleet",
     "HostResult",
+    "ConnectionBudget",
     "FLEET_RPCS",
     "Timeouts",
     "HandshakeCounts",

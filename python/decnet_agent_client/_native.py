@@ -129,6 +129,16 @@ class _CHandshakeCounts(Structure):
     ]
 
 
+class _CConnectionBudget(Structure):
+    """`struct decnet_connection_budget`: a fleet's cap on open connections."""
+
+    _fields_ = [
+        ("max_open_connections", c_size_t),
+        ("open_connections", c_size_t),
+        ("evictions", c_uint64),
+    ]
+
+
 class _FleetStruct(_Opaque):
     """`struct decnet_fleet` (opaque)."""
 
@@ -266,6 +276,8 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_fleet_set_concurrency": (_Result, [_FleetPtr, c_size_t]),
     "decnet_fleet_set_session_resumption": (_Result, [_FleetPtr, c_bool]),
     "decnet_fleet_handshake_counts": (_Result, [_FleetPtr, POINTER(_CHandshakeCounts)]),
+    "decnet_fleet_set_max_open_connections": (_Result, [_FleetPtr, c_size_t]),
+    "decnet_fleet_connection_budget": (_Result, [_FleetPtr, POINTER(_CConnectionBudget)]),
     "decnet_fleet_set_deadline_ms": (_Result, [_FleetPtr, c_uint64]),
     "decnet_fleet_call": (
         _Result,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 from ctypes import byref, c_size_t
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Union
 
 from ._convert import _c_text, _hostname_choice, _invalid, _profile_code, _to_ms
 from ._handles import _Handle, _HandleOwner
-from ._native import DECNET_OK, _CSweepOptions, _CTimeouts, _FleetCallback, _FleetPtr, _OwnedStr, lib
+from ._native import (DECNET_OK, _CConnectionBudget, _CSweepOptions, _CTimeouts, _FleetCallback,
+                      _FleetPtr, _OwnedStr, lib)
 from .client import HandshakeCounts, _handshake_counts, _set_resumption
 from .errors import (
     _ERROR_CLASSES,
@@ -103,6 +104,16 @@ class HostResult:
         return f"<HostResult {self.index} {self.name or self.address} {self.outcome} {detail!r}>"
 
 
+class ConnectionBudget(NamedTuple):
+    """A fleet's cap on open connections (``max_open_connections``), the connections its
+    hosts hold now (``open_connections``), and how many times a host's idle connections
+    were closed to stay within the cap (``evictions``)."""
+
+    max_open_connections: int
+    open_connections: int
+    evictions: int
+
+
 _Plan = Union[None, Iterable[Any], Dict[Any, Any]]
 
 
@@ -160,6 +171,24 @@ class Fleet(_HandleOwner):
     def handshake_counts(self) -> HandshakeCounts:
         """The TLS handshakes of every host, summed: ``(full, resumed)``."""
         return _handshake_counts(self._handle, lib.decnet_fleet_handshake_counts)
+
+    def set_max_open_connections(self, limit: int) -> None:
+        """Caps the connections the fleet's calls hold open at once (at least 1; by default
+        three quarters of the soft limit on open files when the fleet was made). Before a call
+        would go over, the least recently used idle hosts' connections are closed; calling them
+        again costs a new connection with a resumed TLS handshake. A call never runs more hosts
+        at once than the cap."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2**63:
+            raise _invalid("max_open_connections", f"must be a positive integer, not {limit!r}")
+        with self._handle as pointer:
+            _check(lib.decnet_fleet_set_max_open_connections(pointer, limit))
+
+    def connection_budget(self) -> ConnectionBudget:
+        """The cap on open connections, the connections open now, and the evictions so far."""
+        out = _CConnectionBudget()
+        with self._handle as pointer:
+            _check(lib.decnet_fleet_connection_budget(pointer, byref(out)))
+        return ConnectionBudget(out.max_open_connections, out.open_connections, out.evictions)
 
     def set_concurrency(self, concurrency: int) -> None:
         """Sets the default number of hosts in flight at once (1 to 4096; default 64)."""

@@ -80,6 +80,7 @@ _EXPECTED_CTYPES = {
     "decnet_timeouts *": POINTER(dac._CTimeouts),
     "const decnet_timeouts *": POINTER(dac._CTimeouts),
     "decnet_handshake_counts *": POINTER(dac._CHandshakeCounts),
+    "decnet_connection_budget *": POINTER(dac._CConnectionBudget),
     "int32_t": ctypes.c_int32,
     "bool *": POINTER(c_bool),
     "const uint8_t *": POINTER(ctypes.c_uint8),

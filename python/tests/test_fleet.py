@@ -226,3 +226,24 @@ def test_handshake_counts_and_the_resumption_switch(swarm, fleet):
     assert counts == dac.HandshakeCounts(full=len(healthy), resumed=0)
     with pytest.raises(dac.InvalidArgumentError):
         fleet.set_session_resumption("no")
+
+
+def test_the_connection_budget_closes_idle_hosts_and_holds(swarm, fleet):
+    """A cap of 3 over the healthy hosts: every call answered, never more than 3 open, and
+    hosts closed to make room reconnect with a resumed handshake."""
+    _, hosts = swarm
+    budget = fleet.connection_budget()
+    assert budget.max_open_connections >= 1 and budget.open_connections == 0
+    healthy = [i for i, record in enumerate(hosts) if BEHAVIOUR[record["name"]] == "healthy"]
+    fleet.set_max_open_connections(3)
+    for _ in range(2):
+        results = fleet.health(hosts=healthy, concurrency=8)
+        assert all(r.ok for r in results), results
+        assert fleet.connection_budget().open_connections <= 3
+    budget = fleet.connection_budget()
+    assert budget.max_open_connections == 3
+    assert budget.evictions >= 2 * len(healthy) - 6, budget
+    assert fleet.handshake_counts().resumed >= len(healthy) - 3
+    for bad in (0, -1, True, 2.5, "3"):
+        with pytest.raises(dac.InvalidArgumentError):
+            fleet.set_max_open_connections(bad)

@@ -335,7 +335,10 @@ fn client(cli: &Cli) -> Result<AgentClient> {
         }
     };
     let record = match &cli.pin {
-        Some(pin) => record.with_pin(Some(pin))?,
+        Some(pin) => HostRecord {
+            pin_origin: Some("--pin".into()),
+            ..record.with_pin(Some(pin))?
+        },
         None => record,
     };
     let hostname = hostname_choice(cli);

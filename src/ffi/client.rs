@@ -142,19 +142,21 @@ pub unsafe extern "C" fn decnet_client_new_from_host_json(
     hostname_verification: u32,
     out: *mut *mut decnet_client,
 ) -> decnet_result {
-    guard(|| {
-        // SAFETY: the caller's pointers follow the module's conventions.
-        let slot = unsafe { out_ptr(out, "out") }?;
-        let identity = unsafe { handle(identity, "identity") }?;
-        let record = HostRecord::from_value(&unsafe { required_json(host_json, "host_json") }?)?;
-        let client = AgentClient::new(
-            &identity.inner,
-            record,
-            hostname_choice(hostname_verification)?,
-        )?;
-        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
-        Ok(())
-    })
+    // SAFETY: the caller's pointers follow the module's conventions.
+    unsafe {
+        new_client(
+            identity,
+            out,
+            hostname_verification,
+            Pinning::Required,
+            || {
+                Ok(HostRecord::from_value(&required_json(
+                    host_json,
+                    "host_json",
+                )?)?)
+            },
+        )
+    }
 }
 
 /// Makes a client from an address (IPv4, IPv6 or DNS name) and a port (0
@@ -171,27 +173,26 @@ pub unsafe extern "C" fn decnet_client_new(
     hostname_verification: u32,
     out: *mut *mut decnet_client,
 ) -> decnet_result {
-    guard(|| {
-        // SAFETY: the caller's pointers follow the module's conventions.
-        let slot = unsafe { out_ptr(out, "out") }?;
-        let identity = unsafe { handle(identity, "identity") }?;
-        let address = unsafe { required_str(address, "address") }?;
-        let pin = unsafe { optional_str(pin, "pin") }?.ok_or_else(|| {
-            Error::invalid(
-                "pin",
-                "is NULL: pass the worker's SHA-256 fingerprint, or call \
-                 decnet_client_new_unpinned to connect unpinned",
-            )
-        })?;
-        let record = HostRecord::new(address, port)?.with_pin(Some(pin))?;
-        let client = AgentClient::new(
-            &identity.inner,
-            record,
-            hostname_choice(hostname_verification)?,
-        )?;
-        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
-        Ok(())
-    })
+    // SAFETY: the caller's pointers follow the module's conventions.
+    unsafe {
+        new_client(
+            identity,
+            out,
+            hostname_verification,
+            Pinning::Required,
+            || {
+                let address = required_str(address, "address")?;
+                let pin = optional_str(pin, "pin")?.ok_or_else(|| {
+                    Error::invalid(
+                        "pin",
+                        "is NULL: pass the worker's SHA-256 fingerprint, or call \
+                     decnet_client_new_unpinned to connect unpinned",
+                    )
+                })?;
+                Ok(HostRecord::new(address, port)?.with_pin(Some(pin))?)
+            },
+        )
+    }
 }
 
 /// The explicit opt-out of pinning, from a host record:
@@ -207,20 +208,19 @@ pub unsafe extern "C" fn decnet_client_new_from_host_json_unpinned(
     hostname_verification: u32,
     out: *mut *mut decnet_client,
 ) -> decnet_result {
-    guard(|| {
-        // SAFETY: the caller's pointers follow the module's conventions.
-        let slot = unsafe { out_ptr(out, "out") }?;
-        let identity = unsafe { handle(identity, "identity") }?;
-        let record =
-            HostRecord::from_value_unpinned(&unsafe { required_json(host_json, "host_json") }?)?;
-        let client = AgentClient::new_unpinned(
-            &identity.inner,
-            record,
-            hostname_choice(hostname_verification)?,
-        )?;
-        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
-        Ok(())
-    })
+    // SAFETY: the caller's pointers follow the module's conventions.
+    unsafe {
+        new_client(
+            identity,
+            out,
+            hostname_verification,
+            Pinning::OptedOut,
+            || {
+                let record = required_json(host_json, "host_json")?;
+                Ok(HostRecord::from_value_unpinned(&record)?)
+            },
+        )
+    }
 }
 
 /// The explicit opt-out of pinning, from an address and a port (0 means
@@ -235,17 +235,50 @@ pub unsafe extern "C" fn decnet_client_new_unpinned(
     hostname_verification: u32,
     out: *mut *mut decnet_client,
 ) -> decnet_result {
+    // SAFETY: the caller's pointers follow the module's conventions.
+    unsafe {
+        new_client(
+            identity,
+            out,
+            hostname_verification,
+            Pinning::OptedOut,
+            || Ok(HostRecord::new(required_str(address, "address")?, port)?),
+        )
+    }
+}
+
+/// Whether a constructor refuses a record without a pin.
+enum Pinning {
+    /// `AgentClient::new`: a missing pin is an invalid argument.
+    Required,
+    /// `AgentClient::new_unpinned`: the caller's explicit opt-out.
+    OptedOut,
+}
+
+/// The constructors' shared body: checks `out` and `identity`, reads the
+/// record with `record`, builds the client as `pinning` says and stores it
+/// in `*out`.
+///
+/// # Safety
+/// `identity` and `out` follow the module's conventions, and so do the
+/// pointers `record` reads.
+unsafe fn new_client(
+    identity: *const decnet_identity,
+    out: *mut *mut decnet_client,
+    hostname_verification: u32,
+    pinning: Pinning,
+    record: impl FnOnce() -> Result<HostRecord, Failure>,
+) -> decnet_result {
     guard(|| {
-        // SAFETY: the caller's pointers follow the module's conventions.
+        // SAFETY: as the caller promised.
         let slot = unsafe { out_ptr(out, "out") }?;
         let identity = unsafe { handle(identity, "identity") }?;
-        let address = unsafe { required_str(address, "address") }?;
-        let record = HostRecord::new(address, port)?;
-        let client = AgentClient::new_unpinned(
-            &identity.inner,
-            record,
-            hostname_choice(hostname_verification)?,
-        )?;
+        let record = record()?;
+        let hostname = hostname_choice(hostname_verification)?;
+        let client = match pinning {
+            Pinning::Required => AgentClient::new(&identity.inner, record, hostname)?,
+            Pinning::OptedOut => AgentClient::new_unpinned(&identity.inner, record, hostname)?,
+        };
         *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
         Ok(())
     })

@@ -182,6 +182,64 @@ pub unsafe extern "C" fn decnet_fleet_handshake_counts(
     })
 }
 
+/// A fleet's connection budget and what it did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct decnet_connection_budget {
+    /// The most connections the fleet's sweeps hold open at once.
+    pub max_open_connections: usize,
+    /// Connections of the fleet's clients open now.
+    pub open_connections: usize,
+    /// Times a host's idle connections were closed to stay within it.
+    pub evictions: u64,
+}
+
+/// Caps the connections the fleet's sweeps hold open at once (at least 1;
+/// by default three quarters of the soft limit on open files when the
+/// fleet was made), for calls started from now. Before a call would go
+/// over, the least recently used idle hosts' kept-alive connections are
+/// closed; calling them again costs a new connection with a resumed TLS
+/// handshake. A sweep never runs more hosts at once than the cap.
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+/// `DECNET_ERR_INVALID_ARGUMENT` (0), `DECNET_ERR_PANIC`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_set_max_open_connections(
+    fleet: *const decnet_fleet,
+    limit: usize,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        fleet.inner.set_max_open_connections(limit)?;
+        Ok(())
+    })
+}
+
+/// Reads the fleet's connection budget, its open connections and its
+/// evictions into `*out` (zeroed first).
+///
+/// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_connection_budget(
+    fleet: *const decnet_fleet,
+    out: *mut decnet_connection_budget,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let out = unsafe { out.as_mut() }.ok_or(Failure::Null("out"))?;
+        *out = decnet_connection_budget::default();
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        *out = decnet_connection_budget {
+            max_open_connections: fleet.inner.max_open_connections(),
+            open_connections: fleet.inner.open_connections(),
+            evictions: fleet.inner.connection_evictions(),
+        };
+        Ok(())
+    })
+}
+
 /// Sets the fleet's default concurrency: hosts in flight at once, each on
 /// one worker thread of the call's pool (1 to 4096; default 64).
 ///

@@ -43,7 +43,8 @@ pub(crate) trait Job: Send + Sync + 'static {
 pub(crate) enum Unfinished {
     /// The deadline fired before it started.
     NeverStarted,
-    /// The callback stopped the sweep before it started.
+    /// The callback stopped the sweep, or the schedule started no more,
+    /// before it started.
     NotAttempted,
     /// It panicked, `elapsed` after it started.
     Panicked { elapsed: Duration },
@@ -68,6 +69,48 @@ pub(crate) struct Ended<O> {
     pub results: Vec<O>,
     /// Whether the callback stopped the sweep.
     pub stopped: bool,
+    /// Whether the deadline fired before every job had a result.
+    pub cut: bool,
+}
+
+/// What a [`Schedule`] says to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Start the job at this position.
+    Start(usize),
+    /// Start nothing now; ask again when a job finishes or at this instant.
+    Wait(Option<Instant>),
+    /// Start nothing more.
+    Done,
+}
+
+/// Decides which job starts when (the engine never puts more jobs in
+/// flight than it has threads). A rollout's waves are one schedule.
+pub(crate) trait Schedule<O> {
+    /// The next step at `now`; asked while a thread is free.
+    fn next(&mut self, now: Instant) -> Next;
+    /// The job at `position` finished with `output` (before the callback
+    /// sees it).
+    fn finished(&mut self, position: usize, output: &O);
+}
+
+/// Every job in input order, as soon as a thread is free.
+struct InOrder {
+    next: usize,
+    total: usize,
+}
+
+impl<O> Schedule<O> for InOrder {
+    fn next(&mut self, _now: Instant) -> Next {
+        if self.next < self.total {
+            self.next += 1;
+            Next::Start(self.next - 1)
+        } else {
+            Next::Done
+        }
+    }
+
+    fn finished(&mut self, _position: usize, _output: &O) {}
 }
 
 /// The jobs the calling thread has handed out and no thread has taken
@@ -164,20 +207,43 @@ impl<J: Job> Shared<J> {
     }
 }
 
-/// Runs `jobs` within `limits`, calling `on_result` on this thread, one
-/// call at a time, as each job completes. After [`Flow::Stop`] no job
-/// starts (not even the next one at concurrency 1) and no callback
-/// follows. No job starts after the deadline; those in flight when it
-/// fires end by it (their calls are bounded by it) and are passed to
-/// `on_result` then, in input order. Every thread has ended when this
-/// returns. Fails (before any job runs) only when no thread could be
-/// started.
+/// Runs `jobs` within `limits`, in input order, as many at once as there
+/// are threads; see [`run_scheduled`].
 pub(crate) fn run<J: Job>(
     jobs: Vec<J>,
     limits: Limits,
+    on_result: impl FnMut(&J::Output) -> Flow,
+) -> Result<Ended<J::Output>> {
+    let mut schedule = InOrder {
+        next: 0,
+        total: jobs.len(),
+    };
+    run_scheduled(jobs, limits, &mut schedule, on_result)
+}
+
+/// Runs `jobs` within `limits`, starting each when `schedule` says,
+/// calling `on_result` on this thread, one call at a time, as each job
+/// completes. After [`Flow::Stop`] no job starts (not even the next one at
+/// concurrency 1) and no callback follows. No job starts after the
+/// deadline; those in flight when it fires end by it (their calls are
+/// bounded by it) and are passed to `on_result` then, in input order.
+/// Jobs the schedule never started are [`Unfinished::NotAttempted`].
+/// Every thread has ended when this returns. Fails (before any job runs)
+/// only when no thread could be started.
+pub(crate) fn run_scheduled<J: Job>(
+    jobs: Vec<J>,
+    limits: Limits,
+    schedule: &mut impl Schedule<J::Output>,
     mut on_result: impl FnMut(&J::Output) -> Flow,
 ) -> Result<Ended<J::Output>> {
     let total = jobs.len();
+    if total == 0 {
+        return Ok(Ended {
+            results: Vec::new(),
+            stopped: false,
+            cut: false,
+        });
+    }
     let shared = Arc::new(Shared {
         jobs,
         queue: Queue::new(),
@@ -185,7 +251,14 @@ pub(crate) fn run<J: Job>(
     });
     let (threads, rx) = spawn(&shared, limits)?;
     let mut results: Vec<Option<J::Output>> = (0..total).map(|_| None).collect();
-    let calling_back = collect(&shared, &rx, threads.len(), &mut results, &mut on_result);
+    let end = collect(
+        &shared,
+        &rx,
+        threads.len(),
+        &mut results,
+        schedule,
+        &mut on_result,
+    );
     shared.queue.close();
     for thread in threads {
         let _ = thread.join();
@@ -195,10 +268,11 @@ pub(crate) fn run<J: Job>(
     while let Ok((position, output)) = rx.try_recv() {
         results[position] = Some(output);
     }
-    let results = fill_unfinished(&shared.jobs, results, limits, calling_back);
+    let results = fill_unfinished(&shared.jobs, results, limits, end);
     // Jobs the deadline cut short complete now: the callback sees them too
-    // (in input order), unless it stopped the sweep.
-    if calling_back {
+    // (in input order). Not after a stop, nor for jobs the schedule never
+    // started.
+    if matches!(end, End::Cut | End::Disconnected) {
         for (position, result) in results.iter().enumerate() {
             if !reported[position] {
                 on_result(result);
@@ -207,7 +281,8 @@ pub(crate) fn run<J: Job>(
     }
     Ok(Ended {
         results,
-        stopped: !calling_back,
+        stopped: end == End::Stopped,
+        cut: end == End::Cut,
     })
 }
 
@@ -241,46 +316,80 @@ fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::O
     Ok((threads, rx))
 }
 
-/// Hands out jobs (one per thread, then one per result seen) and receives
-/// results until every job has one, the deadline fires, the threads are
-/// gone or the callback stops the sweep. Returns whether it is still
-/// calling back.
+/// How [`collect`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The schedule is done and every job it started has a result.
+    Completed,
+    /// The deadline fired.
+    Cut,
+    /// Every thread is gone.
+    Disconnected,
+    /// The callback stopped the sweep.
+    Stopped,
+}
+
+/// Hands out the jobs `schedule` starts (never more in flight than
+/// threads) and receives results until the schedule is done with nothing
+/// in flight, the deadline fires, the threads are gone or the callback
+/// stops the sweep.
 fn collect<J: Job>(
     shared: &Shared<J>,
     rx: &mpsc::Receiver<Message<J::Output>>,
     threads: usize,
     results: &mut [Option<J::Output>],
+    schedule: &mut impl Schedule<J::Output>,
     on_result: &mut impl FnMut(&J::Output) -> Flow,
-) -> bool {
-    let total = results.len();
-    let mut next = threads.min(total);
-    (0..next).for_each(|position| shared.queue.push(position));
-    for _ in 0..total {
-        let received = match shared.cutoff {
-            Some(cutoff) => {
-                let left = cutoff.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return true;
+) -> End {
+    let mut in_flight = 0;
+    loop {
+        let mut wake = None;
+        while in_flight < threads {
+            match schedule.next(Instant::now()) {
+                Next::Start(position) => {
+                    shared.queue.push(position);
+                    in_flight += 1;
                 }
-                rx.recv_timeout(left).ok()
+                Next::Wait(at) => {
+                    wake = at;
+                    break;
+                }
+                Next::Done => break,
             }
-            None => rx.recv().ok(),
+        }
+        if in_flight == 0 && wake.is_none() {
+            return End::Completed;
+        }
+        let now = Instant::now();
+        if shared.cutoff.is_some_and(|c| now >= c) {
+            return End::Cut;
+        }
+        let until = match (shared.cutoff, wake) {
+            (Some(c), Some(w)) => Some(c.min(w)),
+            (c, w) => c.or(w),
         };
-        let Some((position, output)) = received else {
-            return true;
+        let received = match until {
+            Some(until) => match rx.recv_timeout(until.saturating_duration_since(now)) {
+                Ok(message) => message,
+                // The pause is over or the deadline fired: look again.
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return End::Disconnected,
+            },
+            None => match rx.recv() {
+                Ok(message) => message,
+                Err(_) => return End::Disconnected,
+            },
         };
+        let (position, output) = received;
+        in_flight -= 1;
+        schedule.finished(position, &output);
         let flow = on_result(&output);
         results[position] = Some(output);
         if flow == Flow::Stop {
             shared.queue.close();
-            return false;
-        }
-        if next < total {
-            shared.queue.push(next);
-            next += 1;
+            return End::Stopped;
         }
     }
-    true
 }
 
 /// Every job's output, the missing ones made from why they are missing.
@@ -288,19 +397,21 @@ fn fill_unfinished<J: Job>(
     jobs: &[J],
     results: Vec<Option<J::Output>>,
     limits: Limits,
-    calling_back: bool,
+    end: End,
 ) -> Vec<J::Output> {
     results
         .into_iter()
         .enumerate()
         .map(|(position, slot)| {
             slot.unwrap_or_else(|| {
-                let why = match (calling_back, limits.cutoff) {
-                    (false, _) => Unfinished::NotAttempted,
-                    (true, Some(_)) => Unfinished::NeverStarted,
+                let why = match (end, limits.cutoff) {
+                    (End::Stopped, _) => Unfinished::NotAttempted,
+                    // The schedule started no more (a halted rollout).
+                    (End::Completed, _) => Unfinished::NotAttempted,
+                    (End::Cut | End::Disconnected, Some(_)) => Unfinished::NeverStarted,
                     // Every thread ended, yet a job handed out has no
                     // result (it cannot: each runs under catch_unwind).
-                    (true, None) => Unfinished::Vanished,
+                    (End::Cut | End::Disconnected, None) => Unfinished::Vanished,
                 };
                 jobs[position].unfinished(why)
             })

@@ -10,10 +10,11 @@
 //! calls the callback, one call at a time, in completion order.
 //!
 //! Files: `plan` (what each host gets), `engine` (the sweep engine any
-//! fleet shares), `result` (per-host results and their JSON), and the
-//! [`Fleet`] here.
+//! fleet shares), `result` (per-host results and their JSON), `budget`
+//! (the cap on open connections), and the [`Fleet`] here.
 
-mod engine;
+mod budget;
+pub(crate) mod engine;
 mod plan;
 mod result;
 
@@ -23,8 +24,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub use budget::default_max_open_connections;
 pub use engine::Flow;
 pub use plan::{Call, HostId, RPC_NAMES};
+pub(crate) use result::sweep_ended;
 pub use result::{error_to_json, HostInfo, HostResult, Outcome};
 
 use crate::client::{
@@ -34,6 +37,7 @@ use crate::error::{Error, Result, TimeoutPhase};
 use crate::events::{self, Event, Level};
 use crate::identity::Identity;
 use crate::rpc;
+use budget::ConnectionBudget;
 use engine::{Job, Limits, Unfinished};
 
 /// Worker threads per sweep when neither the call nor the fleet says
@@ -70,6 +74,7 @@ struct Defaults {
 /// per-host connection pools).
 pub struct Fleet {
     clients: Arc<[Arc<AgentClient>]>,
+    budget: Arc<ConnectionBudget>,
     by_uuid: HashMap<String, usize>,
     by_name: HashMap<String, usize>,
     defaults: Mutex<Defaults>,
@@ -127,8 +132,11 @@ impl Fleet {
                     })
             })
             .collect::<Result<Vec<_>>>()?;
+        let clients: Arc<[Arc<AgentClient>]> = clients.into();
+        let budget = ConnectionBudget::new(clients.clone(), default_max_open_connections());
         Ok(Fleet {
-            clients: clients.into(),
+            budget: Arc::new(budget),
+            clients,
             by_uuid,
             by_name,
             defaults: Mutex::new(Defaults {
@@ -264,6 +272,35 @@ impl Fleet {
         Ok(())
     }
 
+    /// The most connections this fleet's sweeps hold open at once; by
+    /// default [`default_max_open_connections`] (three quarters of the soft
+    /// limit on open files when the fleet was made).
+    pub fn max_open_connections(&self) -> usize {
+        self.budget.limit()
+    }
+
+    /// Caps the connections this fleet's sweeps hold open at once (at least
+    /// 1), for calls started from now. When a call would go over, the
+    /// least recently used idle hosts' kept-alive connections are closed
+    /// first; calling them again costs a new connection with a resumed TLS
+    /// handshake (a full one when resumption is off), about a round trip
+    /// and a fraction of a full handshake's CPU. A sweep never runs more
+    /// hosts at once than the cap.
+    pub fn set_max_open_connections(&self, limit: usize) -> Result<()> {
+        self.budget.set_limit(limit)
+    }
+
+    /// Connections of this fleet's clients open now.
+    pub fn open_connections(&self) -> usize {
+        self.budget.open()
+    }
+
+    /// How many times a host's idle connections were closed to stay within
+    /// [`Fleet::max_open_connections`].
+    pub fn connection_evictions(&self) -> u64 {
+        self.budget.evictions()
+    }
+
     /// Sends `call` to every host; see [`Fleet::sweep`].
     pub fn sweep_all(
         &self,
@@ -329,6 +366,7 @@ impl Fleet {
             jobs.push(HostJob {
                 host: self.info(index),
                 client: self.clients[index].clone(),
+                budget: self.budget.clone(),
                 call,
                 cutoff: None,
             });
@@ -348,7 +386,8 @@ impl Fleet {
                 .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
         });
         let limits = Limits {
-            concurrency,
+            // Never more calls at once than the connection budget.
+            concurrency: concurrency.min(self.budget.limit()),
             cutoff,
             thread_name: "decnet-fleet",
         };
@@ -370,7 +409,7 @@ impl Fleet {
     }
 }
 
-fn check_concurrency(concurrency: usize) -> Result<()> {
+pub(crate) fn check_concurrency(concurrency: usize) -> Result<()> {
     if (1..=MAX_CONCURRENCY).contains(&concurrency) {
         Ok(())
     } else {
@@ -381,7 +420,7 @@ fn check_concurrency(concurrency: usize) -> Result<()> {
     }
 }
 
-fn check_deadline(deadline: Option<Duration>) -> Result<()> {
+pub(crate) fn check_deadline(deadline: Option<Duration>) -> Result<()> {
     match deadline {
         Some(d) if d.is_zero() => Err(Error::invalid("deadline", "must be greater than zero")),
         _ => Ok(()),
@@ -392,6 +431,7 @@ fn check_deadline(deadline: Option<Duration>) -> Result<()> {
 struct HostJob {
     host: HostInfo,
     client: Arc<AgentClient>,
+    budget: Arc<ConnectionBudget>,
     call: Call,
     /// The sweep's deadline, handed down into every request of the call.
     cutoff: Option<Instant>,
@@ -402,53 +442,61 @@ impl Job for HostJob {
 
     fn run(&self) -> HostResult {
         let began = Instant::now();
+        let _slot = self.budget.reserve(self.host.index);
         let result = rpc::within_deadline(self.cutoff, || self.call.run(&self.client));
-        let outcome = match result {
-            // Whatever phase the deadline cut, it is the sweep's deadline
-            // that ended the call.
-            Err(Error::Timeout {
-                address,
-                may_have_reached_worker,
-                ..
-            }) if self.cutoff.is_some_and(|c| Instant::now() >= c) => {
-                Outcome::Err(Error::Timeout {
-                    address,
-                    phase: TimeoutPhase::Deadline,
-                    may_have_reached_worker,
-                })
-            }
-            other => result::outcome_of(other),
-        };
         HostResult {
             host: self.host.clone(),
             elapsed: began.elapsed(),
-            outcome,
+            outcome: swept_outcome(self.cutoff, result),
         }
     }
 
     fn unfinished(&self, why: Unfinished) -> HostResult {
-        let (elapsed, outcome) = match why {
-            Unfinished::NeverStarted => (
-                Duration::ZERO,
-                Outcome::Err(Error::Timeout {
-                    address: self.host.address.clone(),
-                    phase: TimeoutPhase::Deadline,
-                    may_have_reached_worker: false,
-                }),
-            ),
-            Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
-            Unfinished::Panicked { elapsed } => {
-                (elapsed, Outcome::Err(Error::internal("the call panicked")))
-            }
-            Unfinished::Vanished => (
-                Duration::ZERO,
-                Outcome::Err(Error::internal("the worker thread ended without a result")),
-            ),
-        };
-        HostResult {
-            host: self.host.clone(),
-            elapsed,
-            outcome,
+        unfinished_result(&self.host, why)
+    }
+}
+
+/// The outcome of one host's call in a sweep whose deadline is `cutoff`:
+/// whatever phase the deadline cut, it is the sweep's deadline that ended
+/// the call. Any fleet's sweep reports this way.
+pub(crate) fn swept_outcome(cutoff: Option<Instant>, result: Result<Value>) -> Outcome {
+    match result {
+        Err(Error::Timeout {
+            address,
+            may_have_reached_worker,
+            ..
+        }) if cutoff.is_some_and(|c| Instant::now() >= c) => Outcome::Err(Error::Timeout {
+            address,
+            phase: TimeoutPhase::Deadline,
+            may_have_reached_worker,
+        }),
+        other => result::outcome_of(other),
+    }
+}
+
+/// The result of `host` when its call did not run to its end.
+pub(crate) fn unfinished_result(host: &HostInfo, why: Unfinished) -> HostResult {
+    let (elapsed, outcome) = match why {
+        Unfinished::NeverStarted => (
+            Duration::ZERO,
+            Outcome::Err(Error::Timeout {
+                address: host.address.clone(),
+                phase: TimeoutPhase::Deadline,
+                may_have_reached_worker: false,
+            }),
+        ),
+        Unfinished::NotAttempted => (Duration::ZERO, Outcome::NotAttempted),
+        Unfinished::Panicked { elapsed } => {
+            (elapsed, Outcome::Err(Error::internal("the call panicked")))
         }
+        Unfinished::Vanished => (
+            Duration::ZERO,
+            Outcome::Err(Error::internal("the worker thread ended without a result")),
+        ),
+    };
+    HostResult {
+        host: host.clone(),
+        elapsed,
+        outcome,
     }
 }

@@ -85,12 +85,12 @@ impl HostResult {
 
 /// An error with all its detail as a JSON object: `kind` (its stable
 /// name), `code`, `message`, `http_status`, `body`, `detail`,
-/// `expected_fingerprint`, `actual_fingerprint`, `timeout_phase` and
+/// `expected_fingerprint`, `actual_fingerprint`, `pin_origin`, `timeout_phase` and
 /// `may_have_reached_worker` (`null` or `false` where they do not apply;
 /// `false` means no byte of the request left).
 pub fn error_to_json(error: &Error) -> Value {
     let (mut status, mut body, mut detail) = (Value::Null, Value::Null, Value::Null);
-    let (mut expected, mut actual) = (Value::Null, Value::Null);
+    let (mut expected, mut actual, mut pin_origin) = (Value::Null, Value::Null, Value::Null);
     match error {
         Error::HttpStatus {
             status: s,
@@ -104,10 +104,12 @@ pub fn error_to_json(error: &Error) -> Value {
         Error::PinMismatch {
             expected: e,
             actual: a,
+            pin_origin: o,
             ..
         } => {
             expected = Value::from(e.clone());
             actual = Value::from(a.clone());
+            pin_origin = Value::from(o.clone());
         }
         _ => {}
     }
@@ -120,6 +122,7 @@ pub fn error_to_json(error: &Error) -> Value {
         "detail": detail,
         "expected_fingerprint": expected,
         "actual_fingerprint": actual,
+        "pin_origin": pin_origin,
         "timeout_phase": error.timeout_phase().map(|p| p.to_string()),
         "may_have_reached_worker": error.may_have_reached_worker(),
     })
@@ -128,7 +131,7 @@ pub fn error_to_json(error: &Error) -> Value {
 /// `fleet.sweep.ended`: how many hosts answered, failed (of which timed
 /// out) or were never attempted, whether the callback stopped the sweep,
 /// and how long it took.
-pub(super) fn sweep_ended(results: &[HostResult], elapsed: Duration, stopped: bool) -> Event {
+pub(crate) fn sweep_ended(results: &[HostResult], elapsed: Duration, stopped: bool) -> Event {
     let count =
         |wanted: fn(&Outcome) -> bool| results.iter().filter(|r| wanted(&r.outcome)).count();
     Event::new(Level::Info, "fleet.sweep.ended")

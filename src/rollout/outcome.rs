@@ -313,6 +313,7 @@ mod tests {
             address: "127.0.0.1:1".into(),
             expected: "a".repeat(64),
             actual: "b".repeat(64),
+            pin_origin: "a test".into(),
         };
         assert_eq!(
             HostReport::of_call(Operation::Push, &Err(pin), T).status,

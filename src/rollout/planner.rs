@@ -112,6 +112,12 @@ impl Planner {
         self.failures
     }
 
+    /// Why no new host starts, once a canary failure, the failure budget
+    /// or [`Planner::stop`] halted the rollout.
+    pub fn halted(&self) -> Option<StopReason> {
+        self.halted
+    }
+
     /// Positions started so far (`0..started()`); the rest, once the
     /// rollout is done, were not attempted.
     pub fn started(&self) -> usize {

@@ -5,7 +5,7 @@ use std::io;
 
 use rustls::{AlertDescription, CertificateError};
 
-use super::verify::PinMismatchDetail;
+use super::verify::{NotIssuedByCa, PinMismatchDetail};
 use crate::error::{Error, TimeoutPhase};
 
 pub(super) fn rustls_error_of(e: &io::Error) -> Option<&rustls::Error> {
@@ -20,14 +20,20 @@ pub(super) fn classify_tls_error(address: &str, e: &rustls::Error) -> Error {
         if let Some(pin) = other.0.downcast_ref::<PinMismatchDetail>() {
             return Error::PinMismatch {
                 address: address.to_string(),
-                expected: pin.expected.clone(),
+                expected: pin.expected.fingerprint.clone(),
                 actual: pin.actual.clone(),
+                pin_origin: pin.expected.origin.clone(),
             };
         }
     }
     let reason = match e {
         rustls::Error::AlertReceived(alert) if is_client_cert_alert(*alert) => {
             format!("client certificate rejected by the worker (alert {alert:?})")
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.0.downcast_ref::<NotIssuedByCa>().is_some() =>
+        {
+            format!("worker certificate rejected: {}", other.0)
         }
         rustls::Error::InvalidCertificate(cert) => {
             format!("worker certificate rejected: {cert:?}")

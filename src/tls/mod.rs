@@ -32,6 +32,19 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The origin of a pin the caller gave directly (not from a host record).
+pub(crate) const CALLER_PIN: &str = "the pin given for this client";
+
+/// A pinned certificate fingerprint and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Pin {
+    /// SHA-256 of the worker's leaf certificate, 64 lowercase hex.
+    pub fingerprint: String,
+    /// Where the caller got it (a host record's field, `--pin`), for the
+    /// pin-mismatch message.
+    pub origin: String,
+}
+
 /// What a client's connections must prove about the worker.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerPolicy {
@@ -45,8 +58,8 @@ pub(crate) struct PeerPolicy {
     pub server_name: ServerName<'static>,
     /// Whether the certificate must be valid for `server_name`.
     pub verify_hostname: bool,
-    /// The expected SHA-256 of the worker's leaf certificate, lowercase hex.
-    pub pin: Option<String>,
+    /// The expected SHA-256 of the worker's leaf certificate.
+    pub pin: Option<Pin>,
 }
 
 /// How many handshakes a client completed, by kind.

@@ -3,8 +3,8 @@
 //! connection.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
@@ -13,7 +13,7 @@ use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 use ureq::unversioned::transport::Transport;
 
 use super::resumption::{Tls13OnlyStore, TICKETS_KEPT};
-use super::transport::TlsTransport;
+use super::transport::{Counted, TlsTransport};
 use super::verify::{self, PeerVerifier};
 use super::{provider, HandshakeCounts, PeerPolicy};
 use crate::error::{Error, Result};
@@ -46,6 +46,9 @@ pub(crate) struct TlsSession {
     /// A verified connection opened by [`TlsSession::open_warm`], handed to
     /// the next request instead of a new one.
     warm: Mutex<Option<TlsTransport>>,
+    /// The total every connection opened from now is counted in (a
+    /// fleet's), once set.
+    counted_in: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl fmt::Debug for TlsSession {
@@ -73,6 +76,7 @@ impl TlsSession {
             .to_owned();
         let verifier = Arc::new(PeerVerifier {
             anchors: vec![anchor],
+            ca_cert_path: identity.ca_cert_path().display().to_string(),
             policy: policy.clone(),
             provider: provider.clone(),
             verifications: AtomicU64::new(0),
@@ -106,7 +110,20 @@ impl TlsSession {
             full_handshakes: AtomicU64::new(0),
             resumed_handshakes: AtomicU64::new(0),
             warm: Mutex::new(None),
+            counted_in: OnceLock::new(),
         })
+    }
+
+    /// Counts every connection opened from now in `total` while it lives;
+    /// the first total set stays.
+    pub(crate) fn count_connections_in(&self, total: Arc<AtomicUsize>) {
+        let _ = self.counted_in.set(total);
+    }
+
+    /// Closes the warm connection, if one waits.
+    pub(crate) fn drop_warm(&self) {
+        let taken = self.warm.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(taken);
     }
 
     /// Turns TLS 1.3 resumption on or off for connections opened from now.
@@ -188,6 +205,7 @@ impl TlsSession {
             sock,
             self.policy.address.clone(),
             socket_timeout,
+            self.counted_in.get().map(Counted::new),
         ))
     }
 

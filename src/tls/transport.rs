@@ -4,6 +4,8 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ClientConnection;
@@ -58,6 +60,23 @@ pub(super) fn deadline_of(timeout: &NextTimeout) -> Option<Instant> {
     }
 }
 
+/// One open connection, counted in a shared total (a fleet's connection
+/// budget) for as long as it lives.
+pub(crate) struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    pub(crate) fn new(total: &Arc<AtomicUsize>) -> Self {
+        total.fetch_add(1, Ordering::Relaxed);
+        Counted(total.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One verified TLS connection carrying HTTP/1.1 for ureq.
 ///
 /// Each exchange has two phases with a deadline each, fixed when the phase
@@ -88,6 +107,8 @@ pub(crate) struct TlsTransport {
     /// When receiving the current response must end; set by the first wait
     /// for it.
     read_phase: Option<PhaseDeadline>,
+    /// Keeps this connection in its fleet's count of open connections.
+    _counted: Option<Counted>,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -106,6 +127,7 @@ impl TlsTransport {
         sock: TcpStream,
         address: String,
         socket_timeout: Option<Duration>,
+        counted: Option<Counted>,
     ) -> Self {
         TlsTransport {
             conn,
@@ -121,6 +143,7 @@ impl TlsTransport {
             socket_timeout,
             write_phase: PhaseDeadline::NONE,
             read_phase: None,
+            _counted: counted,
         }
     }
 

@@ -11,14 +11,14 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
 
-use super::PeerPolicy;
+use super::{PeerPolicy, Pin};
 use crate::error::Error;
 use crate::pki;
 
 /// Detail carried inside rustls when the pin does not match.
 #[derive(Debug)]
 pub(super) struct PinMismatchDetail {
-    pub expected: String,
+    pub expected: Pin,
     pub actual: String,
 }
 
@@ -36,6 +36,8 @@ impl std::error::Error for PinMismatchDetail {}
 /// [`TlsSession`] checks the pin again after it.
 pub(super) struct PeerVerifier {
     pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    /// Where the anchor came from, for "not issued by" errors.
+    pub ca_cert_path: String,
     pub policy: PeerPolicy,
     pub provider: Arc<CryptoProvider>,
     pub verifications: AtomicU64,
@@ -61,7 +63,7 @@ impl ServerCertVerifier for PeerVerifier {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         if let Some(expected) = &self.policy.pin {
             let actual = pki::fingerprint_der(end_entity);
-            if &actual != expected {
+            if actual != expected.fingerprint {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     OtherError(Arc::new(PinMismatchDetail {
                         expected: expected.clone(),
@@ -70,6 +72,7 @@ impl ServerCertVerifier for PeerVerifier {
                 )));
             }
         }
+        let webpki_error = |e| webpki_error(e, &self.ca_cert_path);
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
         cert.verify_for_usage(
             self.provider.signature_verification_algorithms.all,
@@ -123,15 +126,39 @@ impl ServerCertVerifier for PeerVerifier {
     }
 }
 
-fn webpki_error(error: webpki::Error) -> rustls::Error {
+/// A worker certificate that does not chain to the master's CA: the
+/// classifier names the CA file in the error, so the operator sees which
+/// CA the worker was not enrolled with.
+#[derive(Debug)]
+pub(super) struct NotIssuedByCa {
+    /// The CA certificate file.
+    pub ca_cert_path: String,
+    /// webpki's finding (`UnknownIssuer`, `InvalidSignatureForPublicKey`…).
+    pub finding: String,
+}
+
+impl fmt::Display for NotIssuedByCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not issued by {} ({})", self.ca_cert_path, self.finding)
+    }
+}
+
+impl std::error::Error for NotIssuedByCa {}
+
+fn webpki_error(error: webpki::Error, ca_cert_path: &str) -> rustls::Error {
     use webpki::Error as W;
     let kind = match error {
         W::CertExpired { .. } => CertificateError::Expired,
         W::CertNotValidYet { .. } => CertificateError::NotValidYet,
-        W::UnknownIssuer => CertificateError::UnknownIssuer,
         W::CertNotValidForName(_) => CertificateError::NotValidForName,
-        W::InvalidSignatureForPublicKey
-        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => CertificateError::BadSignature,
+        W::UnknownIssuer
+        | W::InvalidSignatureForPublicKey
+        | W::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+            CertificateError::Other(OtherError(Arc::new(NotIssuedByCa {
+                ca_cert_path: ca_cert_path.to_string(),
+                finding: format!("{error:?}"),
+            })))
+        }
         other => CertificateError::Other(OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(kind)
@@ -148,10 +175,11 @@ pub(super) fn pin_mismatch(
         .and_then(|chain| chain.first())
         .map(|leaf| pki::fingerprint_der(leaf))
         .unwrap_or_default();
-    (actual != *expected).then(|| Error::PinMismatch {
+    (actual != expected.fingerprint).then(|| Error::PinMismatch {
         address: policy.address.clone(),
-        expected: expected.clone(),
+        expected: expected.fingerprint.clone(),
         actual,
+        pin_origin: expected.origin.clone(),
     })
 }
 
@@ -168,6 +196,10 @@ mod tests {
     }
 
     fn policy(pin: Option<String>) -> PeerPolicy {
+        let pin = pin.map(|fingerprint| Pin {
+            fingerprint,
+            origin: "a test".into(),
+        });
         PeerPolicy {
             address: "127.0.0.1:8765".into(),
             host: "127.0.0.1".into(),
@@ -190,8 +222,12 @@ mod tests {
         assert!(pin_mismatch(&pinning, Some(std::slice::from_ref(&pinned))).is_none());
         match pin_mismatch(&pinning, Some(&[other.clone(), pinned])) {
             Some(Error::PinMismatch {
-                expected, actual, ..
+                expected,
+                actual,
+                pin_origin,
+                ..
             }) => {
+                assert_eq!(pin_origin, "a test");
                 assert_eq!(expected, pinned_fp);
                 assert_eq!(actual, other_fp);
             }

@@ -109,6 +109,22 @@ static void test_fleet_boundary(const decnet_identity *identity) {
     EXPECT_NULL("decnet_fleet_handshake_counts", "out", decnet_fleet_handshake_counts(fleet, NULL), true);
     expect_ok("decnet_fleet_handshake_counts", decnet_fleet_handshake_counts(fleet, &counts));
 
+    cover("call", "decnet_fleet_set_max_open_connections", NULL);
+    expect_ok("decnet_fleet_set_max_open_connections(100)", decnet_fleet_set_max_open_connections(fleet, 100));
+    rc = decnet_fleet_set_max_open_connections(fleet, 0);
+    expect_error("decnet_fleet_set_max_open_connections(0)", rc, DECNET_ERR_INVALID_ARGUMENT,
+                 "max_open_connections");
+    EXPECT_NULL("decnet_fleet_set_max_open_connections", "fleet", decnet_fleet_set_max_open_connections(NULL, 1),
+                true);
+
+    cover("call", "decnet_fleet_connection_budget", NULL);
+    decnet_connection_budget budget = {7, 7, 7};
+    EXPECT_NULL("decnet_fleet_connection_budget", "fleet", decnet_fleet_connection_budget(NULL, &budget),
+                budget.max_open_connections == 0 && budget.open_connections == 0 && budget.evictions == 0);
+    EXPECT_NULL("decnet_fleet_connection_budget", "out", decnet_fleet_connection_budget(fleet, NULL), true);
+    expect_ok("decnet_fleet_connection_budget", decnet_fleet_connection_budget(fleet, &budget));
+    CHECK(budget.max_open_connections == 100, "decnet_fleet_connection_budget reads the cap just set");
+
     cover("call", "decnet_fleet_set_deadline_ms", NULL);
     expect_ok("decnet_fleet_set_deadline_ms(60000)", decnet_fleet_set_deadline_ms(fleet, 60000));
     expect_ok("decnet_fleet_set_deadline_ms(0) clears it", decnet_fleet_set_deadline_ms(fleet, 0));

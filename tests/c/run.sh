@@ -174,12 +174,16 @@ build_examples_cmake() {
     local out=$build/examples-cmake
     cmake -S examples-c -B "$out" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release
     cmake --build "$out" -j 2
-    local program
+    local program deps
+    # ldd's output is captured first: `ldd | grep -q` under pipefail fails
+    # when grep's early exit kills ldd with SIGPIPE.
     for program in quickstart raii; do
-        if ! ldd "$out/$program" | grep -q "libdecnet_agent_client.so.0 => $libdir/"; then
+        deps=$(ldd "$out/$program")
+        if ! grep -q "libdecnet_agent_client.so.0 => $libdir/" <<<"$deps"; then
             echo "$program does not load $libdir/libdecnet_agent_client.so.0:"; ldd "$out/$program"; return 1
         fi
-        if ldd "$out/$program-static" | grep -q libdecnet_agent_client; then
+        deps=$(ldd "$out/$program-static" || true)
+        if grep -q libdecnet_agent_client <<<"$deps"; then
             echo "$program-static loads the shared library:"; ldd "$out/$program-static"; return 1
         fi
     done

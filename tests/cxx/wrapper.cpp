@@ -155,7 +155,7 @@ void test_errors(const decnet::identity &id, const std::string &ca_dir, const st
     auto late = expect_throw<decnet::timeout>("a stalled worker", [&] { stalled.health(); });
     if (late) {
         expect(late->code() == DECNET_ERR_TIMEOUT && late->may_have_reached_worker(), "timeout fields");
-        expect(late->phase() == decnet::timeout_phase::unknown, "timeout phase");
+        expect(late->phase() == decnet::timeout_phase::read, "a stalled answer is a read timeout");
     }
     expect_throw<decnet::protocol_error>("a non-JSON body",
                                          [&] { decnet::client(id, read_file(hosts + "/nonjson.json")).health(); });
@@ -227,6 +227,11 @@ void test_fleet(const decnet::identity &id, const std::string &hosts) {
     expect(seen == 1 && contains(results, "\"outcome\":\"ok\""), "a void callback sees the host");
     fleet.call("health", std::string_view("[0]"), std::nullopt, [](std::string_view) { return false; });
     expect(fleet.get_handshake_counts().full >= 1, "fleet handshakes");
+    fleet.set_max_open_connections(1);
+    expect(fleet.get_connection_budget().max_open_connections == 1, "the connection cap is read back");
+    expect(contains(fleet.call("health"), "\"outcome\":\"ok\""), "a health call within a cap of 1");
+    expect(fleet.get_connection_budget().open_connections <= 1, "at most one connection open");
+    expect_throw<decnet::invalid_argument>("a cap of 0", [&] { fleet.set_max_open_connections(0); });
     struct boom {
         int n;
     };
