@@ -5,8 +5,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor};
 
 use crate::error::{Error, Result};
 use crate::pki::{self, Bundle, CertificateAuthority, BUNDLE_CERT_FILE, BUNDLE_KEY_FILE};
@@ -74,8 +76,12 @@ pub fn ensure_master_bundle(ca_dir: &Path) -> Result<Bundle> {
 struct Material {
     ca_cert: CertificateDer<'static>,
     ca_cert_path: PathBuf,
+    /// The CA as the trust anchor, parsed once for every host's verifier.
+    trust_anchors: Arc<[TrustAnchor<'static>]>,
+    /// The certificate and its signing key, shared by every host's TLS
+    /// configuration.
+    client_cert: Arc<SingleCertAndKey>,
     cert: CertificateDer<'static>,
-    key: PrivateKeyDer<'static>,
     fingerprint: String,
 }
 
@@ -167,16 +173,21 @@ impl Identity {
     ) -> Result<Self> {
         let signer = rustls::crypto::ring::sign::any_supported_type(&key)
             .map_err(|e| Error::pki(key_path, format!("private key unusable for TLS: {e}")))?;
-        rustls::sign::CertifiedKey::new(vec![cert.clone()], signer)
+        let certified = CertifiedKey::new(vec![cert.clone()], signer);
+        certified
             .keys_match()
             .map_err(|_| Error::pki(key_path, "private key does not belong to the certificate"))?;
+        let anchor = webpki::anchor_from_trusted_cert(&ca_cert)
+            .map_err(|e| Error::pki(ca_cert_path, format!("unusable as a trust anchor: {e}")))?
+            .to_owned();
         let fingerprint = pki::fingerprint_der(&cert);
         Ok(Identity {
             material: Arc::new(Material {
                 ca_cert,
                 ca_cert_path: ca_cert_path.to_path_buf(),
+                trust_anchors: Arc::from([anchor]),
+                client_cert: Arc::new(SingleCertAndKey::from(certified)),
                 cert,
-                key,
                 fingerprint,
             }),
         })
@@ -198,14 +209,19 @@ impl Identity {
         &self.material.ca_cert_path
     }
 
+    /// The CA as the only trust anchor of a worker's certificate.
+    pub(crate) fn trust_anchors(&self) -> Arc<[TrustAnchor<'static>]> {
+        self.material.trust_anchors.clone()
+    }
+
+    /// The client certificate and key, as rustls presents them.
+    pub(crate) fn client_cert_resolver(&self) -> Arc<dyn ResolvesClientCert> {
+        self.material.client_cert.clone()
+    }
+
     /// The client certificate, DER.
     pub fn cert(&self) -> &CertificateDer<'static> {
         &self.material.cert
-    }
-
-    /// The private key, DER.
-    pub(crate) fn key(&self) -> &PrivateKeyDer<'static> {
-        &self.material.key
     }
 }
 

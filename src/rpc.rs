@@ -145,9 +145,10 @@ pub(crate) fn authority(host: &str, port: u16) -> String {
 pub(crate) struct Channel {
     address: String,
     base_url: String,
-    /// The keep-alive pool's agent; replaced by an empty one to close the
-    /// idle connections ([`Channel::close_idle`]).
-    agent: RwLock<Agent>,
+    /// The keep-alive pool's agent, made on first use and dropped to close
+    /// the idle connections ([`Channel::close_idle`]): a host without a
+    /// connection holds none.
+    agent: RwLock<Option<Agent>>,
     /// For uploads: no pool, so each upload runs on a connection of its own
     /// and an early close cannot be mistaken for an idle one. Made on first use.
     uploads: OnceLock<Agent>,
@@ -194,7 +195,7 @@ impl Channel {
         Ok(Channel {
             base_url: format!("https://{address}"),
             address,
-            agent: RwLock::new(agent_for(&session, MAX_IDLE_CONNECTIONS)),
+            agent: RwLock::new(None),
             uploads: OnceLock::new(),
             session,
             max_response_bytes: AtomicU64::new(DEFAULT_MAX_RESPONSE_BYTES),
@@ -211,13 +212,21 @@ impl Channel {
     /// session when resumption is on). Requests in flight keep theirs and
     /// close it when they end.
     pub(crate) fn close_idle(&self) {
-        let fresh = agent_for(&self.session, MAX_IDLE_CONNECTIONS);
-        let old = std::mem::replace(
-            &mut *self.agent.write().unwrap_or_else(|p| p.into_inner()),
-            fresh,
-        );
-        drop(old);
+        let pool = self.agent.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(pool);
         self.session.drop_warm();
+    }
+
+    /// The keep-alive pool's agent, made now if there is none.
+    fn pooled_agent(&self) -> Agent {
+        if let Some(agent) = &*self.agent.read().unwrap_or_else(|p| p.into_inner()) {
+            return agent.clone();
+        }
+        self.agent
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| agent_for(&self.session, MAX_IDLE_CONNECTIONS))
+            .clone()
     }
 
     /// Opens and verifies one connection now; the next request reuses it.
@@ -356,7 +365,7 @@ impl Channel {
             return Err(not_started(&self.address));
         }
         let url = format!("{}{path}", self.base_url);
-        let agent = self.agent.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let agent = self.pooled_agent();
         let result = if method == Method::GET {
             with_timeouts(agent.get(&url), timeouts)
                 .header("accept", "application/json")

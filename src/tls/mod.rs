@@ -18,7 +18,7 @@ mod session;
 mod transport;
 mod verify;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
@@ -27,9 +27,13 @@ pub(crate) use classify::{timeout_phase, StaleConnection};
 pub(crate) use connector::{DeferredResolver, PinnedConnector};
 pub(crate) use session::TlsSession;
 
-/// The crypto provider used for every TLS connection and signature.
+/// The crypto provider used for every TLS connection and signature, one
+/// for the process (every host's configuration shares it).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// The origin of a pin the caller gave directly (not from a host record).

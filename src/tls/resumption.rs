@@ -1,29 +1,61 @@
 //! The per-client TLS 1.3 ticket store.
 
-use rustls::client::{
-    ClientSessionMemoryCache, ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue,
-};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Mutex;
+
+use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
 use rustls::pki_types::ServerName;
 use rustls::NamedGroup;
 
-/// TLS 1.3 tickets one client keeps (rustls holds them per server name,
-/// eight to a name; a client talks to one worker).
-pub(super) const TICKETS_KEPT: usize = 8;
+/// TLS 1.3 tickets one client keeps (as rustls' own store keeps per
+/// server name; a client talks to one worker).
+const TICKETS_KEPT: usize = 8;
 
 /// A client's ticket store that keeps TLS 1.3 tickets only. rustls'
 /// `Tls12Resumption::Disabled` stops TLS 1.2 tickets but still saves and
 /// offers TLS 1.2 session ids; a TLS 1.2 resumption reuses the old master
 /// secret with no fresh key exchange, so no TLS 1.2 session is ever kept.
-#[derive(Debug)]
-pub(super) struct Tls13OnlyStore(pub ClientSessionMemoryCache);
+///
+/// Sized for one worker: rustls' memory cache reserves room for several
+/// servers up front, which a fleet would pay per host; this one allocates
+/// nothing until the first ticket arrives.
+#[derive(Default)]
+pub(super) struct Tls13OnlyStore {
+    state: Mutex<Tickets>,
+}
+
+#[derive(Default)]
+struct Tickets {
+    kx_hint: Option<(ServerName<'static>, NamedGroup)>,
+    /// Oldest first; the newest is offered first.
+    tls13: VecDeque<(ServerName<'static>, Tls13ClientSessionValue)>,
+}
+
+impl Tls13OnlyStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tickets> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl fmt::Debug for Tls13OnlyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls13OnlyStore")
+            .field("tickets", &self.lock().tls13.len())
+            .finish()
+    }
+}
 
 impl ClientSessionStore for Tls13OnlyStore {
     fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
-        self.0.set_kx_hint(server_name, group);
+        self.lock().kx_hint = Some((server_name, group));
     }
 
     fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.0.kx_hint(server_name)
+        match &self.lock().kx_hint {
+            Some((name, group)) if name == server_name => Some(*group),
+            _ => None,
+        }
     }
 
     fn set_tls12_session(&self, _: ServerName<'static>, _: Tls12ClientSessionValue) {}
@@ -39,13 +71,22 @@ impl ClientSessionStore for Tls13OnlyStore {
         server_name: ServerName<'static>,
         value: Tls13ClientSessionValue,
     ) {
-        self.0.insert_tls13_ticket(server_name, value);
+        let mut tickets = self.lock();
+        if tickets.tls13.len() == TICKETS_KEPT {
+            tickets.tls13.pop_front();
+        }
+        tickets.tls13.push_back((server_name, value));
     }
 
     fn take_tls13_ticket(
         &self,
         server_name: &ServerName<'static>,
     ) -> Option<Tls13ClientSessionValue> {
-        self.0.take_tls13_ticket(server_name)
+        let mut tickets = self.lock();
+        let newest = tickets
+            .tls13
+            .iter()
+            .rposition(|(name, _)| name == server_name)?;
+        tickets.tls13.remove(newest).map(|(_, value)| value)
     }
 }

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rustls::client::{ClientSessionMemoryCache, Resumption, Tls12Resumption};
+use rustls::client::{Resumption, Tls12Resumption};
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind};
 use ureq::unversioned::transport::Transport;
 
-use super::resumption::{Tls13OnlyStore, TICKETS_KEPT};
+use super::resumption::Tls13OnlyStore;
 use super::transport::{Counted, TlsTransport};
 use super::verify::{self, PeerVerifier};
 use super::{provider, HandshakeCounts, PeerPolicy};
@@ -35,12 +35,13 @@ use crate::pki;
 pub(crate) struct TlsSession {
     /// Offers stored tickets.
     resuming: Arc<ClientConfig>,
-    /// Never resumes.
-    full_only: Arc<ClientConfig>,
+    /// Never resumes: made from `resuming` the first time resumption is
+    /// off, so a fleet's hosts do not each carry a second configuration.
+    full_only: OnceLock<Arc<ClientConfig>>,
     /// Whether new connections may resume.
     resumption: AtomicBool,
     verifier: Arc<PeerVerifier>,
-    pub(super) policy: PeerPolicy,
+    pub(super) policy: Arc<PeerPolicy>,
     full_handshakes: AtomicU64,
     resumed_handshakes: AtomicU64,
     /// A verified connection opened by [`TlsSession::open_warm`], handed to
@@ -65,45 +66,27 @@ impl TlsSession {
     /// trust anchor, TLS 1.3 resumption from a store of its own (on until
     /// [`TlsSession::set_resumption`] turns it off).
     pub(crate) fn new(identity: &Identity, policy: PeerPolicy) -> Result<Self> {
+        // One copy for the session and its verifier.
+        let policy = Arc::new(policy);
         let provider = provider();
-        let anchor = webpki::anchor_from_trusted_cert(identity.ca_cert())
-            .map_err(|e| {
-                Error::invalid(
-                    "identity",
-                    format!("CA certificate unusable as a trust anchor: {e}"),
-                )
-            })?
-            .to_owned();
         let verifier = Arc::new(PeerVerifier {
-            anchors: vec![anchor],
+            anchors: identity.trust_anchors(),
             ca_cert_path: identity.ca_cert_path().display().to_string(),
             policy: policy.clone(),
             provider: provider.clone(),
             verifications: AtomicU64::new(0),
         });
-        let mut full_only = ClientConfig::builder_with_provider(provider)
+        let mut resuming = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| Error::internal(format!("TLS versions: {e}")))?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
-            .with_client_auth_cert(vec![identity.cert().clone()], identity.key().clone_key())
-            .map_err(|e| {
-                Error::invalid(
-                    "identity",
-                    format!("client certificate or key unusable: {e}"),
-                )
-            })?;
-        full_only.resumption = Resumption::disabled();
-        // Same verifier and client-certificate resolver objects: rustls
-        // stores them with each ticket and offers it only under them.
-        let mut resuming = full_only.clone();
-        resuming.resumption = Resumption::store(Arc::new(Tls13OnlyStore(
-            ClientSessionMemoryCache::new(TICKETS_KEPT),
-        )))
-        .tls12_resumption(Tls12Resumption::Disabled);
+            .with_client_cert_resolver(identity.client_cert_resolver());
+        resuming.resumption = Resumption::store(Arc::new(Tls13OnlyStore::default()))
+            .tls12_resumption(Tls12Resumption::Disabled);
         Ok(TlsSession {
             resuming: Arc::new(resuming),
-            full_only: Arc::new(full_only),
+            full_only: OnceLock::new(),
             resumption: AtomicBool::new(true),
             verifier,
             policy,
@@ -175,7 +158,14 @@ impl TlsSession {
         let config = if self.resumption() {
             &self.resuming
         } else {
-            &self.full_only
+            // Same verifier and client-certificate resolver objects as
+            // `resuming`: rustls offers a ticket only under the ones that
+            // made it, and this configuration offers none.
+            self.full_only.get_or_init(|| {
+                let mut full_only = (*self.resuming).clone();
+                full_only.resumption = Resumption::disabled();
+                Arc::new(full_only)
+            })
         };
         let mut conn = ClientConnection::new(config.clone(), self.policy.server_name.clone())
             .map_err(|e| self.tls_error(&e))?;

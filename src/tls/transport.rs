@@ -21,8 +21,9 @@ use crate::events::{self, Event, Level};
 
 /// Size of each connection's input and output buffers. It bounds the
 /// response head (a worker's is well under 1 KiB); bodies stream through.
-/// A fleet keeps one connection per host, so this is most of a kept-alive
-/// host's memory: 16 KiB each way holds one full TLS record's plaintext.
+/// 16 KiB each way holds one full TLS record's plaintext. They are
+/// allocated for an exchange and freed when the connection goes idle
+/// (see `is_open`), so a fleet's kept-alive hosts do not hold them.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// Sealed request bytes held back before they are sent anyway.
 const FLUSH_THRESHOLD: usize = 16 * 1024;
@@ -315,6 +316,12 @@ impl Transport for TlsTransport {
 
     fn is_open(&mut self) -> bool {
         let Some(reason) = self.why_closed() else {
+            // ureq asks before the connection goes idle into its pool (and
+            // again when it takes it out), with every input byte consumed:
+            // the buffers are freed until the next exchange needs them.
+            if self.buffers.input().is_empty() {
+                self.buffers = LazyBuffers::new(BUFFER_SIZE, BUFFER_SIZE);
+            }
             return true;
         };
         // ureq asks while holding its pool's lock: the event is raised

@@ -35,10 +35,10 @@ impl std::error::Error for PinMismatchDetail {}
 /// every full handshake; a resumed one continues a session it verified, and
 /// [`TlsSession`] checks the pin again after it.
 pub(super) struct PeerVerifier {
-    pub anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    pub anchors: Arc<[rustls::pki_types::TrustAnchor<'static>]>,
     /// Where the anchor came from, for "not issued by" errors.
     pub ca_cert_path: String,
-    pub policy: PeerPolicy,
+    pub policy: Arc<PeerPolicy>,
     pub provider: Arc<CryptoProvider>,
     pub verifications: AtomicU64,
 }
