@@ -9,7 +9,11 @@
 //! freed hides the growth.
 //!
 //! `cargo bench --features testkit --bench fleet` (the README's figures).
-//! `FLEET_BENCH_SIZES=16,256` picks other sizes.
+//! `FLEET_BENCH_SIZES=16,256` picks other sizes (the thread-per-host
+//! comparison runs up to 1,000 hosts). `FLEET_BENCH_BUDGET=1000` adds, at
+//! every size above it, two sweeps of a fleet capped at that many open
+//! connections: wall and CPU time, peak descriptors against the budget,
+//! evictions and resumed handshakes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -65,12 +69,20 @@ fn main() {
         "{:<34} {:>9} {:>10} {:>9} {:>8} {:>8}",
         "case", "wall ms", "cpu ms", "cpu/host", "threads", "fds"
     );
+    let budget: Option<usize> = std::env::var("FLEET_BENCH_BUDGET")
+        .ok()
+        .map(|b| b.parse().expect("FLEET_BENCH_BUDGET"));
     for &n in &sizes {
         let server = Server::start(n);
-        for (label, run) in [
-            ("fleet (64 threads)", Mode::Fleet(64)),
-            ("thread per host", Mode::ThreadPerHost),
-        ] {
+        let modes: &[(&str, Mode)] = if n <= 1000 {
+            &[
+                ("fleet (64 threads)", Mode::Fleet(64)),
+                ("thread per host", Mode::ThreadPerHost),
+            ]
+        } else {
+            &[("fleet (64 threads)", Mode::Fleet(64))]
+        };
+        for &(label, run) in modes {
             let mut cold = Vec::new();
             let mut warm = Vec::new();
             for _ in 0..ROUNDS {
@@ -97,6 +109,9 @@ fn main() {
         print!("{n:>5} {}", String::from_utf8_lossy(&rss.stdout));
         if n >= 256 {
             resumed_sweeps(n);
+        }
+        if let Some(budget) = budget.filter(|&b| b < n) {
+            budget_sweeps(&server, n, budget);
         }
         if n == 256 {
             for concurrency in [4, 16, 64, 256] {
@@ -150,6 +165,36 @@ fn resumed_sweeps(n: usize) {
         resumed.cpu_ms / full.cpu_ms,
         counts[0],
         counts[1]
+    );
+}
+
+/// Two sweeps of a fleet capped at `budget` open connections over `n`
+/// hosts: each sweep closes least recently used hosts to make room, and
+/// the second one's reconnects resume.
+fn budget_sweeps(server: &Server, n: usize, budget: usize) {
+    let fleet =
+        Fleet::from_json(&server.identity, &server.hosts, HostnameVerification::On).unwrap();
+    fleet.set_max_open_connections(budget).unwrap();
+    let before = fd_count();
+    let sweep = || {
+        let results = fleet
+            .sweep_all(&Call::Health, SweepOptions::default(), |_| Flow::Continue)
+            .unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "a host failed");
+    };
+    let first = sampled(sweep);
+    let second = sampled(sweep);
+    first.print(&format!("{n:>5} budget {budget}, 1st sweep"), n);
+    second.print(&format!("{n:>5} budget {budget}, 2nd sweep"), n);
+    let counts = fleet.handshake_counts();
+    println!(
+        "{n:>5} budget {budget}: peak descriptors {} over the {before} before ({} over budget), \
+         {} evictions, handshakes full {} resumed {}",
+        first.fds.max(second.fds),
+        first.fds.max(second.fds).saturating_sub(before + budget),
+        fleet.connection_evictions(),
+        counts.full,
+        counts.resumed
     );
 }
 
