@@ -1066,7 +1066,8 @@ enum decnet_result decnet_pki_ensure_ca(const char *ca_dir, char **out_fingerpri
  *
  * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
  * `DECNET_ERR_INVALID_ARGUMENT` (bad name, SAN or validity),
- * `DECNET_ERR_IO`, `DECNET_ERR_PKI`, `DECNET_ERR_PANIC`.
+ * `DECNET_ERR_NOT_ENROLLED` (no CA in `ca_dir`: the message says to run
+ * identity-ensure), `DECNET_ERR_IO`, `DECNET_ERR_PKI`, `DECNET_ERR_PANIC`.
  */
 enum decnet_result decnet_pki_issue_worker_bundle(const char *ca_dir,
                                                   const char *name,

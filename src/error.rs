@@ -41,6 +41,21 @@ impl fmt::Display for TimeoutPhase {
     }
 }
 
+/// The fix a [`Error::NotEnrolled`] message names: the CA and the master's
+/// bundle are made by identity-ensure; a worker's bundle by enrolling it.
+fn not_enrolled_hint(dir: &std::path::Path, missing: &str) -> String {
+    if missing == "ca.key" {
+        return format!(" (no CA at {}: run identity-ensure)", dir.display());
+    }
+    match (dir.file_name(), dir.parent()) {
+        (Some(name), Some(ca_dir)) if name == "master" => format!(
+            " (no master identity: run identity-ensure --ca-dir {})",
+            ca_dir.display()
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Every failure the library reports.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,13 +88,10 @@ pub enum Error {
     },
 
     /// A bundle directory does not hold all three enrollment files, or a CA
-    /// directory has no CA (`missing` is then `ca.key`, and the message
-    /// says to run identity-ensure).
-    #[error("not enrolled: {} lacks {missing}{}", dir.display(), if missing == "ca.key" {
-        format!(" (no CA at {}: run identity-ensure)", dir.display())
-    } else {
-        String::new()
-    })]
+    /// directory has no CA (`missing` is then `ca.key` or `ca.crt`). For a
+    /// CA directory or the master's bundle (`<ca-dir>/master`) the message
+    /// says to run identity-ensure.
+    #[error("not enrolled: {} lacks {missing}{}", dir.display(), not_enrolled_hint(dir, missing))]
     NotEnrolled {
         /// The bundle directory.
         dir: PathBuf,

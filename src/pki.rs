@@ -252,13 +252,23 @@ impl CertificateAuthority {
     }
 
     /// Loads an existing CA (`ca.key`, `ca.crt`) from `dir` without creating
-    /// anything. The key may be RSA, ECDSA or Ed25519, PKCS#8 PEM.
+    /// anything. The key may be RSA, ECDSA or Ed25519, PKCS#8 PEM. A
+    /// missing folder or file is [`Error::NotEnrolled`], whose message says
+    /// to run identity-ensure.
     ///
     /// The directory, `ca.crt` and `ca.key` must pass the permission checks
     /// of [`Bundle::load`].
     pub fn load(dir: &Path) -> Result<Self> {
         let key_path = dir.join(CA_KEY_FILE);
         let cert_path = dir.join(CA_CERT_FILE);
+        for file in [CA_KEY_FILE, CA_CERT_FILE] {
+            if !exists(&dir.join(file))? {
+                return Err(Error::NotEnrolled {
+                    dir: dir.to_path_buf(),
+                    missing: file.to_string(),
+                });
+            }
+        }
         secure_fs::check_dir(dir)?;
         let cert_pem = read_text(&cert_path, Secrecy::Certificate)?;
         let cert_der = parse_cert_pem(cert_pem.as_bytes(), &cert_path)?;

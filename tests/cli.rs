@@ -522,6 +522,38 @@ fn an_unprotected_master_key_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_missing_ca_folder_is_reported_with_the_command_that_makes_it() {
+    let files = tempfile::tempdir().unwrap();
+    let missing = files.path().join("no-ca");
+    let ca = missing.to_str().unwrap();
+    let hosts = files.path().join("hosts.json");
+    let pin = "ab".repeat(32);
+    let record = json!({"address": "127.0.0.1", "agent_port": 9, "client_cert_fingerprint": pin});
+    std::fs::write(&hosts, json!([record]).to_string()).unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let out_dir = files.path().join("bundle");
+    let calls: [&[&str]; 5] = [
+        &["--address", "127.0.0.1", "--pin", &pin, "health"],
+        &["--address", "127.0.0.1", "--pin", &pin, "updater", "health"],
+        &["fleet", "--hosts", hosts, "health"],
+        &["enroll", "w1", "--out", out_dir.to_str().unwrap()],
+        &["enroll", "w1", "--address", "10.0.0.9"],
+    ];
+    for call in calls {
+        let mut args = vec!["--ca-dir", ca];
+        args.extend(call);
+        let output = run(&args, None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{call:?}");
+        assert!(
+            stderr.contains("identity-ensure") && stderr.contains(ca),
+            "{call:?} does not say to run identity-ensure for {ca}: {stderr}"
+        );
+        assert!(!missing.exists(), "{call:?} created the CA folder");
+    }
+}
+
+#[test]
 fn a_record_without_a_pin_or_with_a_misspelt_key_is_refused() {
     let w = World::new();
     let ca = w.pki.dir().to_str().unwrap().to_string();

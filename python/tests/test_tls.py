@@ -349,7 +349,7 @@ def test_pki_errors(tmp_path, ca_dir):
     with pytest.raises(dac.InvalidArgumentError, match="validity_days"):
         dac.issue_worker_bundle("w", [], tmp_path / "x", ca_dir=ca_dir, validity_days=10**6)
     assert not (tmp_path / "x").exists()
-    with pytest.raises(dac.FileSystemError):
+    with pytest.raises(dac.NotEnrolledError, match="run identity-ensure"):
         dac.issue_worker_bundle("w", [], tmp_path / "x", ca_dir=tmp_path / "no-ca")
 
 

@@ -52,7 +52,8 @@ pub unsafe extern "C" fn decnet_pki_ensure_ca(
 ///
 /// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
 /// `DECNET_ERR_INVALID_ARGUMENT` (bad name, SAN or validity),
-/// `DECNET_ERR_IO`, `DECNET_ERR_PKI`, `DECNET_ERR_PANIC`.
+/// `DECNET_ERR_NOT_ENROLLED` (no CA in `ca_dir`: the message says to run
+/// identity-ensure), `DECNET_ERR_IO`, `DECNET_ERR_PKI`, `DECNET_ERR_PANIC`.
 #[no_mangle]
 pub unsafe extern "C" fn decnet_pki_issue_worker_bundle(
     ca_dir: *const c_char,
