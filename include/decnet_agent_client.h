@@ -682,9 +682,9 @@ enum decnet_result decnet_fleet_new(const struct decnet_identity *identity,
                                     struct decnet_fleet **out);
 
 /**
- * Frees a fleet and closes its connections. NULL is a no-op. Worker
- * threads of a sweep cut short by its deadline may still be waiting on a
- * hung worker; they end on their own within that host's timeouts.
+ * Frees a fleet and closes its connections. NULL is a no-op. No sweep
+ * thread outlives the call that started it, so nothing of this fleet
+ * runs afterwards.
  *
  * Call once per fleet, after every call using it has returned.
  */

@@ -87,9 +87,9 @@ pub unsafe extern "C" fn decnet_fleet_new(
     })
 }
 
-/// Frees a fleet and closes its connections. NULL is a no-op. Worker
-/// threads of a sweep cut short by its deadline may still be waiting on a
-/// hung worker; they end on their own within that host's timeouts.
+/// Frees a fleet and closes its connections. NULL is a no-op. No sweep
+/// thread outlives the call that started it, so nothing of this fleet
+/// runs afterwards.
 ///
 /// Call once per fleet, after every call using it has returned.
 #[no_mangle]
