@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::setup;
+use common::{setup, sweep_threads};
 use decnet_agent_client::events::{clear_hook, set_hook};
 use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
 use decnet_agent_client::testkit::{raise_fd_limit, Behaviour, Fault, Swarm, TestPki};
@@ -32,15 +32,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn fleet_of(pki: &TestPki, swarm: &Swarm) -> Fleet {
     Fleet::from_json(&pki.master, &swarm.host_records(), HostnameVerification::On).unwrap()
-}
-
-/// The sweep's worker threads alive in this process right now.
-fn sweep_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("decnet-fleet-"))
-        .count()
 }
 
 /// Established TCP connections from this process to `port` (the client's

@@ -16,7 +16,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Lcg;
+use common::{sweep_threads, Lcg};
 use decnet_agent_client::fleet::{Call, Flow, HostId, SweepOptions};
 use decnet_agent_client::testkit::{raise_fd_limit, Behaviour, Fault, Swarm, TestPki};
 use decnet_agent_client::{ErrorKind, Fleet, HostnameVerification, Outcome};
@@ -59,14 +59,6 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).unwrap().count()
-}
-
-fn sweep_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("decnet-fleet-"))
-        .count()
 }
 
 /// A random call for one host; POSTs carry `token` so the ledgers can say

@@ -11,27 +11,17 @@
 //! `cargo test --release --all-features --test updater_fleet_memory --
 //! --ignored --nocapture` (about 30 s).
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::memory::{write_noise_file, PeakRss};
 use decnet_agent_client::fleet::{Flow, SweepOptions};
 use decnet_agent_client::rollout::{HostStatus, RolloutPolicy, StopReason, UpdaterFleet};
 use decnet_agent_client::testkit::{raise_fd_limit, TestPki, UpdaterBehaviour, UpdaterSwarm};
 use decnet_agent_client::{HostnameVerification, Tarball};
 
 const SIZE: usize = 64 * 1024 * 1024;
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
 
 #[test]
 fn pushing_64_mib_to_4_updaters_at_once_streams_from_disk() {
@@ -69,35 +59,10 @@ fn push_and_measure(hosts: usize, concurrency: usize) {
     assert_eq!(warm.summary.count(HostStatus::Updated), hosts);
 
     let path = dir.path().join("big.tgz");
-    {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut chunk = vec![0u8; 1024 * 1024];
-        for _ in 0..SIZE / chunk.len() {
-            for b in chunk.iter_mut() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = state as u8;
-            }
-            file.write_all(&chunk).unwrap();
-        }
-        file.flush().unwrap();
-    }
+    write_noise_file(&path, SIZE);
     let expected = Tarball::File(&path).sha256().unwrap();
 
-    let baseline = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(baseline));
-    let done = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let rss = PeakRss::start();
     let began = Instant::now();
     let rollout = fleet
         .push(&path, "big1", Some(&expected), &policy, options, |_| {
@@ -105,9 +70,7 @@ fn push_and_measure(hosts: usize, concurrency: usize) {
         })
         .unwrap();
     let took = began.elapsed();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+    let (baseline, growth) = rss.growth();
     assert_eq!(rollout.summary.stop, StopReason::Completed);
     assert_eq!(rollout.summary.count(HostStatus::Updated), hosts);
     for member in swarm.members() {
@@ -116,7 +79,6 @@ fn push_and_measure(hosts: usize, concurrency: usize) {
         assert_eq!(upload.tarball_sha256, expected);
     }
 
-    let growth = peak.load(Ordering::Relaxed).saturating_sub(baseline);
     println!(
         "RSS baseline {} MiB, peak growth {:.1} MiB pushing {} MiB to {hosts} updaters \
          at concurrency {concurrency} in {:.1} s",

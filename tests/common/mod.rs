@@ -2,6 +2,8 @@
 //! worker and a client for it.
 #![allow(dead_code)]
 
+pub mod memory;
+
 use decnet_agent_client::testkit::{StandInWorker, TestPki};
 use decnet_agent_client::{AgentClient, Error, ErrorKind, HostRecord, HostnameVerification};
 
@@ -61,4 +63,13 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
+}
+
+/// The fleet sweep threads alive in this process right now.
+pub fn sweep_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("decnet-fleet-"))
+        .count()
 }
