@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::memory::{write_noise_file, PeakRss};
 use decnet_agent_client::testkit::{StandInUpdater, TestPki};
 use decnet_agent_client::{HostnameVerification, Tarball, UpdaterClient};

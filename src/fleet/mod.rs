@@ -27,6 +27,7 @@ use serde_json::Value;
 
 pub use budget::default_max_open_connections;
 pub use engine::Flow;
+pub(crate) use plan::{in_host, HostNames};
 pub use plan::{Call, HostId, RPC_NAMES};
 pub(crate) use result::sweep_ended;
 pub use result::{error_to_json, HostInfo, HostResult, Outcome};
@@ -104,22 +105,9 @@ impl Fleet {
             true => HostnameVerification::On,
             false => HostnameVerification::Off,
         };
-        let mut by_uuid = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut names = HostNames::default();
         for (index, record) in records.iter().enumerate() {
-            for (map, key, what) in [
-                (&mut by_uuid, &record.uuid, "uuid"),
-                (&mut by_name, &record.name, "name"),
-            ] {
-                if let Some(key) = key {
-                    if let Some(first) = map.insert(key.clone(), index) {
-                        return Err(Error::invalid(
-                            format!("hosts[{index}].{what}"),
-                            format!("{what} {key:?} is also the {what} of hosts[{first}]"),
-                        ));
-                    }
-                }
-            }
+            names.add(index, record)?;
         }
         let clients = records
             .into_iter()
@@ -127,13 +115,7 @@ impl Fleet {
             .map(|(index, record)| {
                 AgentClient::new(identity, record, hostname)
                     .map(Arc::new)
-                    .map_err(|e| match e {
-                        Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
-                            argument: format!("hosts[{index}].{argument}"),
-                            reason,
-                        },
-                        other => other,
-                    })
+                    .map_err(|e| in_host(index, e))
             })
             .collect::<Result<Vec<_>>>()?;
         let clients: Arc<[Arc<AgentClient>]> = clients.into();
@@ -142,8 +124,8 @@ impl Fleet {
             use_ipvlan: vec![false; clients.len()],
             budget: Arc::new(budget),
             clients,
-            by_uuid,
-            by_name,
+            by_uuid: names.by_uuid,
+            by_name: names.by_name,
             defaults: Mutex::new(Defaults {
                 concurrency: DEFAULT_CONCURRENCY,
                 deadline: None,
@@ -165,15 +147,7 @@ impl Fleet {
         let records = items
             .iter()
             .enumerate()
-            .map(|(index, item)| {
-                HostRecord::from_value(item).map_err(|e| match e {
-                    Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
-                        argument: format!("hosts[{index}].{argument}"),
-                        reason,
-                    },
-                    other => other,
-                })
-            })
+            .map(|(index, item)| HostRecord::from_value(item).map_err(|e| in_host(index, e)))
             .collect::<Result<Vec<_>>>()?;
         let use_ipvlan = items
             .iter()

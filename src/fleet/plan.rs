@@ -1,10 +1,12 @@
 //! Plans: which host gets which call ([`HostId`], [`Call`]), from Rust
 //! values or JSON.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::Fleet;
-use crate::client::AgentClient;
+use crate::client::{AgentClient, HostRecord};
 use crate::error::{Error, Result};
 
 /// The RPC names [`Call::from_json`] reads, as the command line spells them.
@@ -284,5 +286,47 @@ impl Fleet {
                 Ok((id, call))
             })
             .collect()
+    }
+}
+
+/// Names an invalid argument of host `index` of a host list as
+/// `hosts[index].argument`; other errors pass unchanged.
+pub(crate) fn in_host(index: usize, error: Error) -> Error {
+    match error {
+        Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
+            argument: format!("hosts[{index}].{argument}"),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// The uuids and names of a fleet's hosts, each naming one host.
+#[derive(Debug, Default)]
+pub(crate) struct HostNames {
+    /// Host index by uuid.
+    pub by_uuid: HashMap<String, usize>,
+    /// Host index by name.
+    pub by_name: HashMap<String, usize>,
+}
+
+impl HostNames {
+    /// Adds host `index`; a uuid or name an earlier host has is an
+    /// invalid-argument error naming both indices.
+    pub(crate) fn add(&mut self, index: usize, record: &HostRecord) -> Result<()> {
+        for (map, key, what) in [
+            (&mut self.by_uuid, &record.uuid, "uuid"),
+            (&mut self.by_name, &record.name, "name"),
+        ] {
+            if let Some(key) = key {
+                if let Some(first) = map.insert(key.clone(), index) {
+                    return Err(Error::invalid(
+                        format!("hosts[{index}].{what}"),
+                        format!("{what} {key:?} is also the {what} of hosts[{first}]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -3,7 +3,6 @@
 //! releases, update, update-self, rollback) and for rollouts (push and
 //! rollback) whose waves the [`Planner`] decides.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event, Level};
 use crate::fleet::engine::{self, Job, Limits, Next, Schedule, Unfinished};
 use crate::fleet::{
-    check_concurrency, check_deadline, swept_outcome, unfinished_result, Flow, HostInfo,
-    HostResult, SweepOptions, DEFAULT_CONCURRENCY,
+    check_concurrency, check_deadline, in_host, swept_outcome, unfinished_result, Flow, HostInfo,
+    HostNames, HostResult, SweepOptions, DEFAULT_CONCURRENCY,
 };
 use crate::identity::Identity;
 use crate::rollout::outcome::{HostReport, HostStatus, Operation, Summary};
@@ -172,27 +171,12 @@ impl UpdaterFleet {
         let items = hosts_json
             .as_array()
             .ok_or_else(|| Error::invalid("hosts", "must be a JSON array of host records"))?;
-        let mut seen: HashMap<(&str, String), usize> = HashMap::new();
+        let mut names = HostNames::default();
         let mut members = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
-            let at = |e: Error| match e {
-                Error::InvalidArgument { argument, reason } => Error::InvalidArgument {
-                    argument: format!("hosts[{index}].{argument}"),
-                    reason,
-                },
-                other => other,
-            };
+            let at = |e: Error| in_host(index, e);
             let record = HostRecord::from_value_unpinned(item).map_err(at)?;
-            for (what, key) in [("uuid", &record.uuid), ("name", &record.name)] {
-                if let Some(key) = key {
-                    if let Some(first) = seen.insert((what, key.clone()), index) {
-                        return Err(at(Error::invalid(
-                            what,
-                            format!("{what} {key:?} is also the {what} of hosts[{first}]"),
-                        )));
-                    }
-                }
-            }
+            names.add(index, &record)?;
             let port = match item.get("updater_port") {
                 None | Some(Value::Null) => DEFAULT_UPDATER_PORT,
                 Some(v) => v
