@@ -63,50 +63,57 @@ pub(crate) fn read_head<S: Read>(
 ) -> io::Result<Option<Head>> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(pending) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let mut head = Head {
-                    method: parsed.method.unwrap_or_default().to_string(),
-                    path: parsed.path.unwrap_or_default().to_string(),
-                    content_length: 0,
-                    content_type: None,
-                    close: false,
-                };
-                for h in parsed.headers.iter() {
-                    if h.name.eq_ignore_ascii_case("content-length") {
-                        head.content_length = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok())
-                            .ok_or_else(|| invalid("bad content-length"))?;
-                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        return Err(invalid("chunked requests are not supported"));
-                    } else if h.name.eq_ignore_ascii_case("connection") {
-                        head.close = h.value.eq_ignore_ascii_case(b"close");
-                    } else if h.name.eq_ignore_ascii_case("content-type") {
-                        head.content_type = Some(String::from_utf8_lossy(h.value).into_owned());
-                    }
-                }
-                pending.drain(..head_len);
-                return Ok(Some(head));
-            }
-            Ok(httparse::Status::Partial) => {
-                if pending.len() > MAX_REQUEST {
-                    return Err(invalid("request head too large"));
-                }
-                let n = stream.read(&mut chunk)?;
-                if n == 0 {
-                    return if pending.is_empty() {
-                        Ok(None)
-                    } else {
-                        Err(io::ErrorKind::UnexpectedEof.into())
-                    };
-                }
-                pending.extend_from_slice(&chunk[..n]);
-            }
-            Err(e) => return Err(invalid(&format!("malformed request: {e}"))),
+        if let Some((head, head_len)) = parse_head(pending)? {
+            pending.drain(..head_len);
+            return Ok(Some(head));
         }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return if pending.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Parses the head of one request at the start of `pending`: the head and
+/// its length in bytes, or `Ok(None)` while it is not complete.
+pub(crate) fn parse_head(pending: &[u8]) -> io::Result<Option<(Head, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(pending) {
+        Ok(httparse::Status::Complete(head_len)) => {
+            let mut head = Head {
+                method: parsed.method.unwrap_or_default().to_string(),
+                path: parsed.path.unwrap_or_default().to_string(),
+                content_length: 0,
+                content_type: None,
+                close: false,
+            };
+            for h in parsed.headers.iter() {
+                if h.name.eq_ignore_ascii_case("content-length") {
+                    head.content_length = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(|| invalid("bad content-length"))?;
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    return Err(invalid("chunked requests are not supported"));
+                } else if h.name.eq_ignore_ascii_case("connection") {
+                    head.close = h.value.eq_ignore_ascii_case(b"close");
+                } else if h.name.eq_ignore_ascii_case("content-type") {
+                    head.content_type = Some(String::from_utf8_lossy(h.value).into_owned());
+                }
+            }
+            Ok(Some((head, head_len)))
+        }
+        Ok(httparse::Status::Partial) if pending.len() > MAX_REQUEST => {
+            Err(invalid("request head too large"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(invalid(&format!("malformed request: {e}"))),
     }
 }
 

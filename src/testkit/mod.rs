@@ -4,15 +4,17 @@
 //! command-line tool.
 
 mod demo;
+mod evented;
 mod http;
 mod swarm;
 mod updater;
 mod worker;
 
 pub use demo::run_demo;
+pub use evented::{EventedMember, EventedSwarm, ServedHandshakes};
 pub use swarm::{
-    raise_fd_limit, serve_swarm, Behaviour, Member, Swarm, UpdaterBehaviour, UpdaterMember,
-    UpdaterSwarm,
+    raise_fd_limit, serve_evented_swarm, serve_swarm, Behaviour, Member, Swarm, UpdaterBehaviour,
+    UpdaterMember, UpdaterSwarm,
 };
 pub use updater::{
     StandInUpdater, UpdaterMode, Upload, DROP_AFTER_BYTES, KEPT_TARBALL_BYTES, MASTER_CN,

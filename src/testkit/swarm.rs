@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
 
+use super::evented::EventedSwarm;
 use super::updater::{StandInUpdater, UpdaterMode, Upload};
 use super::worker::{Fault, StandInWorker};
 use crate::error::{Error, Result};
@@ -287,28 +288,73 @@ pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
     Identity::ensure(Some(&ca_dir))?;
     let ca = CertificateAuthority::load(&ca_dir)?;
     let swarm = Swarm::start(&ca, behaviours)?;
+    let members: Vec<(&Value, &str)> = swarm
+        .members()
+        .iter()
+        .map(|m| (&m.record, m.behaviour.label()))
+        .collect();
+    publish(dir, &members)?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Serves `count` event-driven stand-ins ([`EventedSwarm`], healthy, or
+/// closing connections idle for `idle_close`) named `w<first>` onwards
+/// from this process until it is killed: ensures a CA and master identity
+/// in `ca_dir`, writes the files [`serve_swarm`] writes into `dir`, then
+/// creates `dir/ready`. Each member costs a listening socket and one per
+/// open connection: processes sharing one `ca_dir` can serve disjoint
+/// ranges of a swarm too large for one process's descriptor limit.
+/// Raises this process's soft fd limit to fit. Returns only on failure.
+pub fn serve_evented_swarm(
+    dir: &Path,
+    ca_dir: &Path,
+    first: usize,
+    count: usize,
+    idle_close: Option<Duration>,
+) -> Result<Infallible> {
+    raise_fd_limit(2 * count as u64 + 256)?;
+    Identity::ensure(Some(ca_dir))?;
+    let ca = CertificateAuthority::load(ca_dir)?;
+    let swarm = EventedSwarm::start(&ca, first, count, idle_close)?;
+    let label = if idle_close.is_some() {
+        Behaviour::ClosesIdle(Duration::ZERO).label()
+    } else {
+        Behaviour::Healthy.label()
+    };
+    let members: Vec<(&Value, &str)> = swarm.members().iter().map(|m| (&m.record, label)).collect();
+    publish(dir, &members)?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Writes a served swarm's files (see [`serve_swarm`]) for `members`, each
+/// a host record and its behaviour's label, then `dir/ready`.
+fn publish(dir: &Path, members: &[(&Value, &str)]) -> Result<()> {
     let write =
         |path: &Path, text: String| std::fs::write(path, text).map_err(|e| Error::io(path, e));
     let hosts = dir.join("hosts");
     std::fs::create_dir_all(&hosts).map_err(|e| Error::io(&hosts, e))?;
     let mut ndjson = String::new();
-    for (i, member) in swarm.members().iter().enumerate() {
-        write(&hosts.join(format!("w{i}.json")), member.record.to_string())?;
-        ndjson.push_str(&member.record.to_string());
+    for (record, _) in members {
+        write(
+            &hosts.join(format!("{}.json", record["name"].as_str().unwrap_or("?"))),
+            record.to_string(),
+        )?;
+        ndjson.push_str(&record.to_string());
         ndjson.push('\n');
     }
     write(&dir.join("hosts.ndjson"), ndjson)?;
-    write(&dir.join("hosts.json"), swarm.host_records().to_string())?;
-    let members: Vec<Value> = swarm
-        .members()
+    let records: Vec<Value> = members.iter().map(|(r, _)| (*r).clone()).collect();
+    write(&dir.join("hosts.json"), Value::Array(records).to_string())?;
+    let labels: Vec<Value> = members
         .iter()
-        .map(|m| json!({"name": m.record["name"], "behaviour": m.behaviour.label()}))
+        .map(|(r, label)| json!({"name": r["name"], "behaviour": label}))
         .collect();
-    write(&dir.join("members.json"), Value::Array(members).to_string())?;
-    write(&dir.join("ready"), String::new())?;
-    loop {
-        std::thread::park();
-    }
+    write(&dir.join("members.json"), Value::Array(labels).to_string())?;
+    write(&dir.join("ready"), String::new())
 }
 
 /// A TCP socket bound to a free loopback port, never listening.

@@ -185,7 +185,9 @@ impl ResolvesServerCert for SwappableCert {
     }
 }
 
-fn certified_key(bundle: &Bundle) -> Result<(Arc<CertifiedKey>, String)> {
+/// `bundle`'s certificate and key as rustls presents them, and the
+/// certificate's fingerprint.
+pub(super) fn certified_key(bundle: &Bundle) -> Result<(Arc<CertifiedKey>, String)> {
     let origin = std::path::Path::new("<stand-in bundle>");
     let cert = pki::parse_cert_pem(bundle.cert_pem.as_bytes(), origin)?;
     let key = PrivateKeyDer::from_pem_slice(bundle.key_pem.as_bytes())
