@@ -1,5 +1,6 @@
 //! Fleet benchmark: a health sweep over 16, 256 and 1,000 stand-in workers
-//! served by another process (this binary re-run as a swarm server), first
+//! (or 10,000: event-driven stand-ins, served by other processes, this
+//! binary re-run as swarm servers of 5,000 members at most), first
 //! sweep (a handshake each) and second sweep (kept alive), against a
 //! thread per host around the single-host API; then the sweep's
 //! concurrency at 256 workers. Reports wall time, client CPU time, peak
@@ -23,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
-use decnet_agent_client::testkit::{raise_fd_limit, serve_swarm, Behaviour};
+use decnet_agent_client::testkit::{raise_fd_limit, serve_evented_swarm};
 use decnet_agent_client::{AgentClient, Fleet, HostRecord, HostnameVerification, Identity};
 use serde_json::Value;
 
@@ -34,13 +35,14 @@ const ROUNDS: usize = 3;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == SERVE_FLAG) {
-        let dir = PathBuf::from(&args[at + 1]);
-        let count: usize = args[at + 2].parse().expect("count");
-        let behaviour = match args.get(at + 3) {
-            Some(ms) => Behaviour::ClosesIdle(Duration::from_millis(ms.parse().expect("idle ms"))),
-            None => Behaviour::Healthy,
-        };
-        match serve_swarm(&dir, &vec![behaviour; count]) {
+        // SERVE_FLAG CA_DIR PART_DIR FIRST COUNT [IDLE_MS]
+        let (ca_dir, dir) = (PathBuf::from(&args[at + 1]), PathBuf::from(&args[at + 2]));
+        let first: usize = args[at + 3].parse().expect("first");
+        let count: usize = args[at + 4].parse().expect("count");
+        let idle = args
+            .get(at + 5)
+            .map(|ms| Duration::from_millis(ms.parse().expect("idle ms")));
+        match serve_evented_swarm(&dir, &ca_dir, first, count, idle) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("swarm server: {e}");
@@ -258,9 +260,16 @@ fn python_reference(server: &Server, n: usize) {
     }
 }
 
-/// A swarm of healthy stand-ins in a child process.
+/// Stand-ins served by one process at most: each costs a listening socket
+/// and a kept-alive connection there, and the hard descriptor limit of
+/// this machine kind is 20,000.
+const MEMBERS_PER_SERVER: usize = 5_000;
+
+/// A swarm of healthy event-driven stand-ins in child processes (one per
+/// [`MEMBERS_PER_SERVER`] members), sharing one CA; `dir/hosts.json` holds
+/// every member's record.
 struct Server {
-    child: Child,
+    children: Vec<Child>,
     dir: tempfile::TempDir,
     hosts: Value,
     identity: Identity,
@@ -274,28 +283,51 @@ impl Server {
     /// Stand-ins that close connections idle for `idle_close`, if given.
     fn start_with(count: usize, idle_close: Option<Duration>) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut args = vec![
-            SERVE_FLAG.to_string(),
-            dir.path().to_str().unwrap().to_string(),
-            count.to_string(),
-        ];
-        args.extend(idle_close.map(|d| d.as_millis().to_string()));
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+        let ca_dir = dir.path().join("ca");
+        let identity = Identity::ensure(Some(&ca_dir)).unwrap();
+        let parts: Vec<(PathBuf, usize, usize)> = (0..count)
+            .step_by(MEMBERS_PER_SERVER)
+            .enumerate()
+            .map(|(k, first)| {
+                let part = dir.path().join(format!("part{k}"));
+                std::fs::create_dir(&part).unwrap();
+                (part, first, MEMBERS_PER_SERVER.min(count - first))
+            })
+            .collect();
+        let children = parts
+            .iter()
+            .map(|(part, first, members)| {
+                let mut args = vec![
+                    SERVE_FLAG.to_string(),
+                    ca_dir.to_str().unwrap().to_string(),
+                    part.to_str().unwrap().to_string(),
+                    first.to_string(),
+                    members.to_string(),
+                ];
+                args.extend(idle_close.map(|d| d.as_millis().to_string()));
+                Command::new(std::env::current_exe().unwrap())
+                    .args(args)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
         let until = Instant::now() + Duration::from_secs(300);
-        while !dir.path().join("ready").exists() {
-            assert!(Instant::now() < until, "swarm not ready");
-            thread::sleep(Duration::from_millis(50));
+        let mut hosts = Vec::with_capacity(count);
+        for (part, _, _) in &parts {
+            while !part.join("ready").exists() {
+                assert!(Instant::now() < until, "swarm not ready");
+                thread::sleep(Duration::from_millis(50));
+            }
+            let records: Value =
+                serde_json::from_str(&std::fs::read_to_string(part.join("hosts.json")).unwrap())
+                    .unwrap();
+            hosts.extend(records.as_array().unwrap().iter().cloned());
         }
-        let hosts: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("hosts.json")).unwrap())
-                .unwrap();
-        let identity = Identity::load_dir(&dir.path().join("ca").join("master")).unwrap();
+        let hosts = Value::Array(hosts);
+        std::fs::write(dir.path().join("hosts.json"), hosts.to_string()).unwrap();
         Server {
-            child,
+            children,
             dir,
             hosts,
             identity,
@@ -305,9 +337,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = self.dir.path();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
-use decnet_agent_client::testkit::{raise_fd_limit, serve_swarm, Behaviour, Swarm, TestPki};
+use decnet_agent_client::testkit::{
+    raise_fd_limit, serve_evented_swarm, Behaviour, Swarm, TestPki,
+};
 use decnet_agent_client::{Fleet, HostnameVerification, Identity, Outcome};
 use serde_json::Value;
 
@@ -155,8 +157,8 @@ const HOSTS: usize = 3000;
 #[ignore = "run by a_fleet_of_3000_hosts_works_under_a_soft_limit_of_1024_descriptors"]
 fn serve_stand_ins_for_the_descriptor_test() {
     let dir = std::env::var(CHILD_DIR).expect("run by the descriptor test");
-    let behaviours = vec![Behaviour::Healthy; HOSTS];
-    let Err(error) = serve_swarm(Path::new(&dir), &behaviours);
+    let dir = Path::new(&dir);
+    let Err(error) = serve_evented_swarm(dir, &dir.join("ca"), 0, HOSTS, None);
     panic!("swarm: {error}");
 }
 
