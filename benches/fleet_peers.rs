@@ -137,7 +137,7 @@ fn main() {
     println!();
     println!("median of {ROUNDS} rounds (by wall time); ok = fewest hosts answered in a round");
     println!(
-        "{:<44} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "{:<44} {:>5} {:>10} {:>10} {:>10} {:>8} {:>8}   wall ms, each round",
         "peer", "sweep", "wall ms", "cpu ms", "ok", "wall/us", "cpu/us"
     );
     let our_cold = median(&ours.cold);
@@ -219,12 +219,17 @@ fn print_row(label: &str, sweep: &str, samples: &[Sample], ours: Sample, n: usiz
     let m = median(samples);
     let fewest = samples.iter().map(|s| s.ok).min().unwrap_or(0);
     println!(
-        "{label:<44} {sweep:>5} {:>10.1} {:>10.1} {:>10} {:>7.2}x {:>7.2}x",
+        "{label:<44} {sweep:>5} {:>10.1} {:>10.1} {:>10} {:>7.2}x {:>7.2}x   {}",
         m.wall_ms,
         m.cpu_ms,
         format!("{fewest}/{n}"),
         m.wall_ms / ours.wall_ms,
-        m.cpu_ms / ours.cpu_ms
+        m.cpu_ms / ours.cpu_ms,
+        samples
+            .iter()
+            .map(|s| format!("{:.0}", s.wall_ms))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 }
 
