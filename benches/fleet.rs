@@ -16,9 +16,10 @@
 //! connections: wall and CPU time, peak descriptors against the budget,
 //! evictions and resumed handshakes.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,14 +36,15 @@ const ROUNDS: usize = 3;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == SERVE_FLAG) {
-        // SERVE_FLAG CA_DIR PART_DIR FIRST COUNT [IDLE_MS]
+        // SERVE_FLAG CA_DIR PART_DIR IP FIRST COUNT [IDLE_MS]
         let (ca_dir, dir) = (PathBuf::from(&args[at + 1]), PathBuf::from(&args[at + 2]));
-        let first: usize = args[at + 3].parse().expect("first");
-        let count: usize = args[at + 4].parse().expect("count");
+        let ip: Ipv4Addr = args[at + 3].parse().expect("ip");
+        let first: usize = args[at + 4].parse().expect("first");
+        let count: usize = args[at + 5].parse().expect("count");
         let idle = args
-            .get(at + 5)
+            .get(at + 6)
             .map(|ms| Duration::from_millis(ms.parse().expect("idle ms")));
-        match serve_evented_swarm(&dir, &ca_dir, first, count, idle) {
+        match serve_evented_swarm(&dir, &ca_dir, ip, first, count, idle) {
             Ok(never) => match never {},
             Err(e) => {
                 eprintln!("swarm server: {e}");
@@ -265,6 +267,9 @@ fn python_reference(server: &Server, n: usize) {
 /// this machine kind is 20,000.
 const MEMBERS_PER_SERVER: usize = 5_000;
 
+/// Which loopback address the next swarm server listens on.
+static NEXT_ADDRESS: AtomicU8 = AtomicU8::new(0);
+
 /// A swarm of healthy event-driven stand-ins in child processes (one per
 /// [`MEMBERS_PER_SERVER`] members), sharing one CA; `dir/hosts.json` holds
 /// every member's record.
@@ -297,10 +302,15 @@ impl Server {
         let children = parts
             .iter()
             .map(|(part, first, members)| {
+                // Every part of every swarm on a loopback address of its
+                // own, so that no two share a port range.
+                let serial = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed);
+                let ip = Ipv4Addr::new(127, 1, serial / 250, 1 + serial % 250);
                 let mut args = vec![
                     SERVE_FLAG.to_string(),
                     ca_dir.to_str().unwrap().to_string(),
                     part.to_str().unwrap().to_string(),
+                    ip.to_string(),
                     first.to_string(),
                     members.to_string(),
                 ];

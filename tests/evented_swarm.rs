@@ -3,6 +3,7 @@
 //! TLS with a fleet on the other side. The tests run one at a time: they
 //! count this process's threads and descriptors.
 
+use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -52,7 +53,7 @@ fn two_thousand_stand_ins_on_one_loop_per_core_answer_a_fleet() {
     let pki = TestPki::new().unwrap();
     let threads_before = threads();
     let fds_before = open_descriptors();
-    let swarm = EventedSwarm::start(&pki.ca, 0, MEMBERS, None).unwrap();
+    let swarm = EventedSwarm::start(&pki.ca, Ipv4Addr::LOCALHOST, 0, MEMBERS, None).unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(swarm.len(), MEMBERS);
     assert!(swarm.loop_threads() <= cores);
@@ -114,7 +115,8 @@ fn members_close_idle_connections_and_the_next_sweep_resumes() {
     raise_fd_limit(4 * MEMBERS as u64 + 256).unwrap();
     let pki = TestPki::new().unwrap();
     let idle = Duration::from_millis(200);
-    let swarm = EventedSwarm::start(&pki.ca, 0, MEMBERS, Some(idle)).unwrap();
+    let swarm =
+        EventedSwarm::start(&pki.ca, Ipv4Addr::new(127, 0, 3, 1), 0, MEMBERS, Some(idle)).unwrap();
     let fleet =
         Fleet::from_json(&pki.master, &swarm.host_records(), HostnameVerification::On).unwrap();
     assert!(failures(&fleet).is_empty());
@@ -138,7 +140,7 @@ fn members_close_idle_connections_and_the_next_sweep_resumes() {
 fn members_show_their_own_certificates_and_serve_only_reads() {
     let _serial = serial();
     let pki = TestPki::new().unwrap();
-    let swarm = EventedSwarm::start(&pki.ca, 7, 3, None).unwrap();
+    let swarm = EventedSwarm::start(&pki.ca, Ipv4Addr::LOCALHOST, 7, 3, None).unwrap();
     let mut records = swarm.host_records();
     assert_eq!(records[0]["name"], "w7");
     // Member w8 is pinned to w9's certificate: only that host fails, with

@@ -6,6 +6,7 @@
 //! The tests run one at a time: they sample this process's descriptors,
 //! and one lowers its soft limit.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -158,7 +159,7 @@ const HOSTS: usize = 3000;
 fn serve_stand_ins_for_the_descriptor_test() {
     let dir = std::env::var(CHILD_DIR).expect("run by the descriptor test");
     let dir = Path::new(&dir);
-    let Err(error) = serve_evented_swarm(dir, &dir.join("ca"), 0, HOSTS, None);
+    let Err(error) = serve_evented_swarm(dir, &dir.join("ca"), Ipv4Addr::LOCALHOST, 0, HOSTS, None);
     panic!("swarm: {error}");
 }
 

@@ -12,7 +12,7 @@
 //! the whole contract use [`super::Swarm`].
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -78,17 +78,23 @@ pub struct EventedSwarm {
 }
 
 impl EventedSwarm {
-    /// Starts `count` members named `w<first>` onwards, each with its own
-    /// certificate (valid for 127.0.0.1, ::1 and localhost) issued by `ca`,
-    /// trusting client certificates from `ca`. With `idle_close`, a member
-    /// closes a connection idle that long (the reference worker does after
-    /// about 5 s).
+    /// Starts `count` members named `w<first>` onwards, listening on `ip`
+    /// (a loopback address; each gets a port of its own), each with its own
+    /// certificate (valid for `ip`, 127.0.0.1, ::1 and localhost) issued by
+    /// `ca`, trusting client certificates from `ca`. With `idle_close`, a
+    /// member closes a connection idle that long (the reference worker
+    /// does after about 5 s). Swarms on different loopback addresses do
+    /// not share the port range: 10,000 members and 10,000 client
+    /// connections would nearly exhaust it on one address.
     pub fn start(
         ca: &CertificateAuthority,
+        ip: Ipv4Addr,
         first: usize,
         count: usize,
         idle_close: Option<Duration>,
     ) -> Result<Self> {
+        let ip_text = ip.to_string();
+        let sans = [ip_text.as_str(), "127.0.0.1", "::1", "localhost"];
         let verifier = client_verifier(ca.cert_pem())?;
         let loop_count = thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -98,14 +104,10 @@ impl EventedSwarm {
         let mut members = Vec::with_capacity(count);
         for i in 0..count {
             let name = format!("w{}", first + i);
-            let bundle = ca.issue(
-                &name,
-                &["127.0.0.1", "::1", "localhost"],
-                LEAF_VALIDITY_DAYS,
-            )?;
+            let bundle = ca.issue(&name, &sans, LEAF_VALIDITY_DAYS)?;
             let (key, fingerprint) = certified_key(&bundle)?;
             let config = member_config(verifier.clone(), key)?;
-            let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+            let bind = SocketAddr::from((ip, 0));
             let listener = TcpListener::bind(bind).map_err(|e| Error::Connect {
                 address: bind.to_string(),
                 reason: format!("cannot listen: {e}"),

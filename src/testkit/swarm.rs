@@ -4,7 +4,7 @@
 //! process (the `swarm` example) by the fleet benchmark.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -301,8 +301,8 @@ pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
 
 /// Serves `count` event-driven stand-ins ([`EventedSwarm`], healthy, or
 /// closing connections idle for `idle_close`) named `w<first>` onwards
-/// from this process until it is killed: ensures a CA and master identity
-/// in `ca_dir`, writes the files [`serve_swarm`] writes into `dir`, then
+/// on loopback address `ip` from this process until it is killed: ensures
+/// a CA and master identity in `ca_dir`, writes the files [`serve_swarm`] writes into `dir`, then
 /// creates `dir/ready`. Each member costs a listening socket and one per
 /// open connection: processes sharing one `ca_dir` can serve disjoint
 /// ranges of a swarm too large for one process's descriptor limit.
@@ -310,6 +310,7 @@ pub fn serve_swarm(dir: &Path, behaviours: &[Behaviour]) -> Result<Infallible> {
 pub fn serve_evented_swarm(
     dir: &Path,
     ca_dir: &Path,
+    ip: Ipv4Addr,
     first: usize,
     count: usize,
     idle_close: Option<Duration>,
@@ -317,7 +318,7 @@ pub fn serve_evented_swarm(
     raise_fd_limit(2 * count as u64 + 256)?;
     Identity::ensure(Some(ca_dir))?;
     let ca = CertificateAuthority::load(ca_dir)?;
-    let swarm = EventedSwarm::start(&ca, first, count, idle_close)?;
+    let swarm = EventedSwarm::start(&ca, ip, first, count, idle_close)?;
     let label = if idle_close.is_some() {
         Behaviour::ClosesIdle(Duration::ZERO).label()
     } else {
