@@ -10,6 +10,12 @@
 //! Run with `cargo bench --bench rpc --features testkit`; prefix
 //! `taskset -c 0` to keep client and worker on one core, as the performance
 //! anchors do for their "same core" column.
+//!
+//! `--profile CASE CALLS` (CASE `floor`, `rust` or `c`) makes no report:
+//! it sets up one warm connection, then makes CALLS warm `GET /health`
+//! calls inside `rpc::profiled`, for a profiler to look at (callgrind's
+//! `--toggle-collect=rpc::profiled`, or perf); docs/warm-call-profile.md
+//! has the commands.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::hint::black_box;
@@ -259,7 +265,56 @@ const COLD: &str = "cold: new client + health (ECDSA worker)";
 const WARM_RUST: &str = "warm health, Rust API, pinned";
 const WARM_C: &str = "warm health, C ABI, pinned";
 
+/// Makes `calls` calls of `call`: the one function a profiler collects in.
+#[inline(never)]
+fn profiled(calls: usize, call: &mut dyn FnMut()) {
+    for _ in 0..calls {
+        call();
+    }
+}
+
+/// `--profile CASE CALLS`: warm health calls of one kind and nothing else,
+/// after 100 unprofiled ones (the connection made and every lazy
+/// allocation done).
+fn profile(case: &str, calls: usize) {
+    let pki = TestPki::new().unwrap();
+    let worker = StandInWorker::start(&pki.worker_bundle("bench").unwrap()).unwrap();
+    let mut call: Box<dyn FnMut()> = match case {
+        "floor" => {
+            let bare = BareClient::new(
+                &Bundle::load(&pki.dir().join("master")).unwrap(),
+                worker.addr(),
+            );
+            let mut stream = bare.connect();
+            let mut buf = Vec::with_capacity(4096);
+            Box::new(move || BareClient::exchange(&mut stream, &mut buf))
+        }
+        "rust" => {
+            let client = new_client(&pki.master, &worker);
+            Box::new(move || {
+                black_box(client.health().unwrap());
+            })
+        }
+        "c" => {
+            let handle = c_client(&pki, &worker);
+            Box::new(move || c_call(handle, ffi::decnet_client_health))
+        }
+        other => panic!("--profile takes floor, rust or c, not {other:?}"),
+    };
+    profiled(100, &mut call);
+    profiled(calls, &mut call);
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let [flag, case, calls] = &args[..] {
+        if flag == "--profile" {
+            return profile(case, calls.parse().expect("CALLS is a number"));
+        }
+    }
     let pki = TestPki::new().unwrap();
     let master_bundle = Bundle::load(&pki.dir().join("master")).unwrap();
     let ecdsa = StandInWorker::start(&pki.worker_bundle("bench").unwrap()).unwrap();
