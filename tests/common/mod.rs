@@ -65,11 +65,25 @@ impl Lcg {
     }
 }
 
-/// The fleet sweep threads alive in this process right now.
+/// The fleet sweep threads still listed in this process, given up to
+/// 50 ms to go: a thread the sweep has joined can stay listed in
+/// `/proc/self/task` for a moment while the kernel finishes its exit
+/// (pthread_join returns once the thread cleared its id, before the task
+/// is released). A thread the sweep left running stays listed.
 pub fn sweep_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("decnet-fleet-"))
-        .count()
+    let listed = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("decnet-fleet-"))
+            .count()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    loop {
+        let n = listed();
+        if n == 0 || std::time::Instant::now() >= until {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
