@@ -280,25 +280,9 @@ fn run(cli: &Cli, args: &FleetArgs) -> Result<u8> {
     let options = sweep_options(args)?;
     let plan = fleet.plan_from_json(&args.rpc, Some(&Value::Array(plan)))?;
 
-    let progress = progress_bar(plan.len());
-    let mut stdout = std::io::stdout().lock();
-    let mut write_failed = None;
-    let results = fleet.sweep(plan, options, |result| {
-        if let Err(e) = writeln!(stdout, "{}", result.to_json()).and_then(|()| stdout.flush()) {
-            write_failed = Some(e);
-            return Flow::Stop;
-        }
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
-        Flow::Continue
-    })?;
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
-    if let Some(e) = write_failed {
-        return Err(Error::io("<stdout>", e));
-    }
+    let mut stream = ResultStream::new(plan.len());
+    let results = fleet.sweep(plan, options, |result| stream.host(&result.to_json(), None))?;
+    stream.finish()?;
     eprintln!("{}", summary(&args.rpc, &results));
     Ok(status_of(results.iter()))
 }
@@ -335,9 +319,71 @@ fn sweep_options(args: &FleetArgs) -> Result<SweepOptions> {
     })
 }
 
-/// Writes one NDJSON line and flushes it.
-fn emit(stdout: &mut impl Write, line: &Value) -> std::io::Result<()> {
-    writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+/// A command's results as they come: one NDJSON line per host on stdout,
+/// flushed at once, and a progress bar on stderr when it is a terminal.
+/// The first failed write is kept, and every later line is skipped.
+struct ResultStream {
+    stdout: std::io::StdoutLock<'static>,
+    progress: Option<ProgressBar>,
+    write_failed: Option<std::io::Error>,
+}
+
+impl ResultStream {
+    /// A stream for `total` hosts.
+    fn new(total: usize) -> Self {
+        ResultStream {
+            stdout: std::io::stdout().lock(),
+            progress: progress_bar(total),
+            write_failed: None,
+        }
+    }
+
+    /// Writes a finished host's line and moves the bar on (showing
+    /// `message` beside it, when given); `Flow::Stop` once stdout fails.
+    fn host(&mut self, line: &Value, message: Option<String>) -> Flow {
+        if !self.line(line) {
+            return Flow::Stop;
+        }
+        if let Some(bar) = &self.progress {
+            if let Some(message) = message {
+                bar.set_message(message);
+            }
+            bar.inc(1);
+        }
+        Flow::Continue
+    }
+
+    /// Writes one line unless an earlier write failed; false when none
+    /// can be written.
+    fn line(&mut self, line: &Value) -> bool {
+        if self.write_failed.is_some() {
+            return false;
+        }
+        let written = writeln!(self.stdout, "{line}").and_then(|()| self.stdout.flush());
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                self.write_failed = Some(e);
+                false
+            }
+        }
+    }
+
+    /// Clears the progress bar.
+    fn clear_progress(&mut self) {
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Clears the progress bar; the first failed write, if any.
+    fn finish(mut self) -> Result<()> {
+        self.clear_progress();
+        match self.write_failed.take() {
+            Some(e) => Err(Error::io("<stdout>", e)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `fleet push` and `fleet rollback`: the hosts' updaters under the policy.
@@ -363,25 +409,16 @@ fn run_rollout(cli: &Cli, args: &FleetArgs, operation: Operation) -> Result<u8> 
         )?;
     }
     let options = sweep_options(args)?;
-    let progress = progress_bar(fleet.len());
-    let mut stdout = std::io::stdout().lock();
-    let mut write_failed = None;
+    let mut stream = ResultStream::new(fleet.len());
     let mut printed = vec![false; fleet.len()];
     let on_result = |result: &RolloutHostResult| {
         printed[result.host.index] = true;
-        if let Err(e) = emit(&mut stdout, &result.to_json()) {
-            write_failed = Some(e);
-            return Flow::Stop;
-        }
-        if let Some(bar) = &progress {
-            bar.set_message(match result.wave {
-                Some(Wave::Canary) => "canary".to_string(),
-                Some(Wave::Batch(n)) => format!("batch {n}"),
-                None => String::new(),
-            });
-            bar.inc(1);
-        }
-        Flow::Continue
+        let wave = match result.wave {
+            Some(Wave::Canary) => "canary".to_string(),
+            Some(Wave::Batch(n)) => format!("batch {n}"),
+            None => String::new(),
+        };
+        stream.host(&result.to_json(), Some(wave))
     };
     let rollout = match release {
         Some((tarball, sha)) => fleet.push(
@@ -394,21 +431,14 @@ fn run_rollout(cli: &Cli, args: &FleetArgs, operation: Operation) -> Result<u8> 
         )?,
         None => fleet.rollback(&policy, options, on_result)?,
     };
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
+    stream.clear_progress();
     // The hosts the rollout never started get their line too, in order.
-    if write_failed.is_none() {
-        for host in rollout.hosts.iter().filter(|h| !printed[h.host.index]) {
-            if let Err(e) = emit(&mut stdout, &host.to_json()) {
-                write_failed = Some(e);
-                break;
-            }
+    for host in rollout.hosts.iter().filter(|h| !printed[h.host.index]) {
+        if !stream.line(&host.to_json()) {
+            break;
         }
     }
-    if let Some(e) = write_failed {
-        return Err(Error::io("<stdout>", e));
-    }
+    stream.finish()?;
     eprintln!("{}", rollout_summary(&args.rpc, &rollout));
     Ok(rollout_status(&rollout, operation))
 }
@@ -424,25 +454,11 @@ fn run_sharded(cli: &Cli, args: &FleetArgs, config: &str) -> Result<u8> {
     let config = read_json(config, "sharded")?;
     let fleet = agent_fleet(cli, without_args(read_hosts(&args.hosts)?))?;
     let options = sweep_options(args)?;
-    let progress = progress_bar(fleet.len());
-    let mut stdout = std::io::stdout().lock();
-    let mut write_failed = None;
+    let mut stream = ResultStream::new(fleet.len());
     let results = fleet.deploy_sharded(&config, !args.no_probe, options, |result| {
-        if let Err(e) = emit(&mut stdout, &result.to_json()) {
-            write_failed = Some(e);
-            return Flow::Stop;
-        }
-        if let Some(bar) = &progress {
-            bar.inc(1);
-        }
-        Flow::Continue
+        stream.host(&result.to_json(), None)
     })?;
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
-    }
-    if let Some(e) = write_failed {
-        return Err(Error::io("<stdout>", e));
-    }
+    stream.finish()?;
     let deploys: Vec<&HostResult> = results.iter().map(|r| &r.deploy).collect();
     let total = deploys.len();
     let ok = deploys.iter().filter(|r| r.is_ok()).count();
