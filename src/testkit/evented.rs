@@ -28,6 +28,7 @@ use rustls::sign::SingleCertAndKey;
 use rustls::{HandshakeKind, RootCertStore, ServerConfig, ServerConnection};
 use serde_json::{json, Value};
 
+use super::endpoint::{agent_record, listen};
 use super::http;
 use super::worker::certified_key;
 use crate::error::{Error, Result};
@@ -108,21 +109,13 @@ impl EventedSwarm {
             let (key, fingerprint) = certified_key(&bundle)?;
             let config = member_config(verifier.clone(), key)?;
             let bind = SocketAddr::from((ip, 0));
-            let listener = TcpListener::bind(bind).map_err(|e| Error::Connect {
-                address: bind.to_string(),
-                reason: format!("cannot listen: {e}"),
-            })?;
-            let addr = listener
-                .local_addr()
+            let (listener, addr) = listen(bind)?;
+            listener
+                .set_nonblocking(true)
                 .map_err(|e| Error::internal(e.to_string()))?;
+            let listener = TcpListener::from_std(listener);
             members.push(EventedMember {
-                record: json!({
-                    "uuid": format!("uuid-{name}"),
-                    "name": name,
-                    "address": addr.ip().to_string(),
-                    "agent_port": addr.port(),
-                    "client_cert_fingerprint": fingerprint,
-                }),
+                record: agent_record(&name, addr, Value::String(fingerprint)),
                 addr,
             });
             shares[i % loop_count].push((listener, config));

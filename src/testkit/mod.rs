@@ -4,6 +4,7 @@
 //! command-line tool.
 
 mod demo;
+mod endpoint;
 mod evented;
 mod http;
 mod swarm;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use socket2::{Domain, Socket, Type};
 
+use super::endpoint::agent_record;
 use super::evented::EventedSwarm;
 use super::updater::{StandInUpdater, UpdaterMode, Upload};
 use super::worker::{Fault, StandInWorker};
@@ -90,15 +91,7 @@ impl Swarm {
         let mut members = Vec::with_capacity(behaviours.len());
         for (i, &behaviour) in behaviours.iter().enumerate() {
             let name = format!("w{i}");
-            let record = |addr: SocketAddr, pin: Value| {
-                json!({
-                    "uuid": format!("uuid-{name}"),
-                    "name": name,
-                    "address": addr.ip().to_string(),
-                    "agent_port": addr.port(),
-                    "client_cert_fingerprint": pin,
-                })
-            };
+            let record = |addr: SocketAddr, pin: Value| agent_record(&name, addr, pin);
             let member = if behaviour == Behaviour::Refuse {
                 // A bound socket that never listens: connections are
                 // refused, and no other socket can take the port meanwhile.

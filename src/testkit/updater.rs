@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::endpoint::listen;
 use super::http::{self, Head};
 use super::worker::{server_config, SwappableCert};
 use crate::error::{Error, Result};
@@ -166,13 +167,7 @@ impl StandInUpdater {
             true,
         )?);
         let bind = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = TcpListener::bind(bind).map_err(|e| Error::Connect {
-            address: bind.to_string(),
-            reason: format!("cannot listen: {e}"),
-        })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let (listener, addr) = listen(bind)?;
         let shared = Arc::new(Shared {
             mode: Mutex::new(UpdaterMode::Normal),
             releases: Arc::new(Mutex::new(Releases::default())),

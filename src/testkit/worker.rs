@@ -17,6 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{json, Value};
 
+use super::endpoint::{agent_record, listen};
 use super::http::{self, Request};
 use crate::error::{Error, Result};
 use crate::json;
@@ -264,13 +265,7 @@ impl WorkerBuilder {
         let mut config = server_config(cert.clone(), client_ca, self.tls12_only, self.client_auth)?;
         config.send_tls13_tickets = self.tls13_tickets;
         let config = Arc::new(config);
-        let listener = TcpListener::bind(self.bind).map_err(|e| Error::Connect {
-            address: self.bind.to_string(),
-            reason: format!("cannot listen: {e}"),
-        })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let (listener, addr) = listen(self.bind)?;
         let shared = Arc::new(Shared {
             fault: Mutex::new(Fault::None),
             ledger: Mutex::new(Vec::new()),
@@ -338,13 +333,12 @@ impl StandInWorker {
     /// A host record for this worker, pinned to its current certificate
     /// when `pinned`.
     pub fn host_record(&self, name: &str, pinned: bool) -> Value {
-        json!({
-            "uuid": format!("uuid-{name}"),
-            "name": name,
-            "address": self.addr.ip().to_string(),
-            "agent_port": self.port(),
-            "client_cert_fingerprint": if pinned { Value::String(self.fingerprint()) } else { Value::Null },
-        })
+        let pin = if pinned {
+            Value::String(self.fingerprint())
+        } else {
+            Value::Null
+        };
+        agent_record(name, self.addr, pin)
     }
 
     /// Presents `bundle`'s certificate to every later connection.
