@@ -22,8 +22,11 @@ use crate::events::{self, Event, Level};
 /// Size of each connection's input and output buffers. It bounds the
 /// response head (a worker's is well under 1 KiB); bodies stream through.
 /// 16 KiB each way holds one full TLS record's plaintext. They are
-/// allocated for an exchange and freed when the connection goes idle
-/// (see `is_open`), so a fleet's kept-alive hosts do not hold them.
+/// allocated by a connection's first exchange. A fleet's connections free
+/// them whenever they go idle (see `is_open`), so its thousands of
+/// kept-alive hosts do not hold them; a lone client's connection keeps
+/// them, because allocating and zeroing 32 KiB again would be a large part
+/// of each warm call.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// Sealed request bytes held back before they are sent anyway.
 const FLUSH_THRESHOLD: usize = 16 * 1024;
@@ -99,6 +102,8 @@ pub(crate) struct TlsTransport {
     received: bool,
     /// Some byte of the current request has left.
     sent: bool,
+    /// ureq has not yet asked `is_open` since the current request started.
+    unchecked_since_request: bool,
     /// Plaintext bytes sealed into records but not yet sent.
     unsent: usize,
     /// The read and write timeout the socket has now.
@@ -108,8 +113,9 @@ pub(crate) struct TlsTransport {
     /// When receiving the current response must end; set by the first wait
     /// for it.
     read_phase: Option<PhaseDeadline>,
-    /// Keeps this connection in its fleet's count of open connections.
-    _counted: Option<Counted>,
+    /// Keeps this connection in its fleet's count of open connections;
+    /// a counted connection frees its buffers while idle.
+    counted: Option<Counted>,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -140,11 +146,12 @@ impl TlsTransport {
             between_exchanges: true,
             received: false,
             sent: false,
+            unchecked_since_request: false,
             unsent: 0,
             socket_timeout,
             write_phase: PhaseDeadline::NONE,
             read_phase: None,
-            _counted: counted,
+            counted,
         }
     }
 
@@ -256,6 +263,7 @@ impl Transport for TlsTransport {
             }
             self.received = false;
             self.sent = false;
+            self.unchecked_since_request = true;
             self.write_phase = PhaseDeadline::starting_now(&timeout.for_write());
             self.read_phase = None;
         }
@@ -315,11 +323,20 @@ impl Transport for TlsTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        let Some(reason) = self.why_closed() else {
+        // ureq asks twice between requests: as an exchange ends, to return
+        // the connection to its pool, and as the next request takes it out.
+        // The first is answered without a system call: bytes that came with
+        // the response are in ureq's input buffer, which ureq checks itself,
+        // and whatever reaches the socket later (a close, an alert,
+        // unrequested data) is seen by the second, which always probes.
+        let probed = !std::mem::take(&mut self.unchecked_since_request);
+        let reason = if probed { self.why_closed() } else { None };
+        let Some(reason) = reason else {
             // ureq asks before the connection goes idle into its pool (and
             // again when it takes it out), with every input byte consumed:
-            // the buffers are freed until the next exchange needs them.
-            if self.buffers.input().is_empty() {
+            // a fleet's connection frees its buffers until the next
+            // exchange needs them.
+            if self.counted.is_some() && self.buffers.input().is_empty() {
                 self.buffers = LazyBuffers::new(BUFFER_SIZE, BUFFER_SIZE);
             }
             return true;
