@@ -14,7 +14,8 @@ Run (from the repository, after ``make lib TARGET_DIR=target/c-abi`` and
 building the swarm example as python/tests/test_fleet.py does)::
 
     DECNET_AGENT_CLIENT_LIB=target/c-abi/release/libdecnet_agent_client.so \\
-        python3 python/bench/loop_stall.py [--hosts 256] [--rounds 3]
+        python3 python/bench/loop_stall.py [--hosts 256] [--rounds 3] [--max-workers N] \\
+        [--swarm-cpus 1 --cpus 0]
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ async def worst_stall(work: Callable[[], Awaitable[Any]]) -> Tuple[float, float,
     return worst * 1000, elapsed, result
 
 
-def start_swarm(directory: Path, count: int) -> "subprocess.Popen[bytes]":
-    process = subprocess.Popen([str(SWARM), str(directory), str(count)],
+def start_swarm(directory: Path, count: int, cpus: str = "") -> "subprocess.Popen[bytes]":
+    pin = ["taskset", "-c", cpus] if cpus else []
+    process = subprocess.Popen(pin + [str(SWARM), str(directory), str(count)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     until = time.monotonic() + 120
     while not (directory / "ready").exists():
@@ -81,7 +83,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-workers", type=int, default=None,
                         help="aio's thread pool size (default: its own)")
+    parser.add_argument("--swarm-cpus", default="",
+                        help="CPUs for the stand-ins (taskset list), so they do not take the loop's")
+    parser.add_argument("--cpus", default="",
+                        help="CPUs for this process: the loop and the sweep's threads")
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     if args.max_workers:
         aio.set_max_workers(args.max_workers)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -89,7 +97,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        swarm = start_swarm(directory, args.hosts)
+        swarm = start_swarm(directory, args.hosts, args.swarm_cpus)
         try:
             hosts: List[Dict[str, Any]] = json.loads((directory / "hosts.json").read_text())
             identity = aio.ensure_master_identity(directory / "ca")
