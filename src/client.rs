@@ -407,6 +407,12 @@ impl AgentClient {
         self.channel.close_idle();
     }
 
+    /// Makes this client's connections free their buffers while idle, as a
+    /// fleet's do.
+    pub(crate) fn release_buffers_when_idle(&self) {
+        self.channel.release_buffers_when_idle();
+    }
+
     /// Counts every connection opened from now in `total` while it lives.
     pub(crate) fn count_connections_in(
         &self,

@@ -207,6 +207,11 @@ impl Channel {
         self.session.count_connections_in(total);
     }
 
+    /// Makes this channel's connections free their buffers while idle.
+    pub(crate) fn release_buffers_when_idle(&self) {
+        self.session.release_buffers_when_idle();
+    }
+
     /// Closes the idle kept-alive connections and the warm one: the pool
     /// starts empty and the next request connects again (resuming its TLS
     /// session when resumption is on). Requests in flight keep theirs and

@@ -331,6 +331,12 @@ impl UpdaterClient {
         self.channel.set_max_response_bytes(limit)
     }
 
+    /// Makes this client's connections free their buffers while idle, as a
+    /// fleet's do.
+    pub(crate) fn release_buffers_when_idle(&self) {
+        self.channel.release_buffers_when_idle();
+    }
+
     /// TLS handshakes this client has completed, by kind; each was
     /// verified and pinned.
     pub fn handshake_counts(&self) -> HandshakeCounts {

@@ -62,6 +62,7 @@ impl ConnectionBudget {
         let open = Arc::new(AtomicUsize::new(0));
         for client in clients.iter() {
             client.count_connections_in(open.clone());
+            client.release_buffers_when_idle();
         }
         let hosts = clients.len();
         ConnectionBudget {

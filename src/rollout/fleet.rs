@@ -187,9 +187,12 @@ impl UpdaterFleet {
             };
             let client = match item.get("updater_cert_fingerprint") {
                 None | Some(Value::Null) => None,
-                Some(_) => Some(Arc::new(
-                    UpdaterClient::from_host_value(identity, item, port, hostname).map_err(at)?,
-                )),
+                Some(_) => {
+                    let client = UpdaterClient::from_host_value(identity, item, port, hostname)
+                        .map_err(at)?;
+                    client.release_buffers_when_idle();
+                    Some(Arc::new(client))
+                }
             };
             members.push(Member {
                 info: HostInfo {

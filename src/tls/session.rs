@@ -50,6 +50,8 @@ pub(crate) struct TlsSession {
     /// The total every connection opened from now is counted in (a
     /// fleet's), once set.
     counted_in: OnceLock<Arc<AtomicUsize>>,
+    /// Its connections free their exchange buffers whenever they go idle.
+    releases_idle_buffers: AtomicBool,
 }
 
 impl fmt::Debug for TlsSession {
@@ -94,6 +96,7 @@ impl TlsSession {
             resumed_handshakes: AtomicU64::new(0),
             warm: Mutex::new(None),
             counted_in: OnceLock::new(),
+            releases_idle_buffers: AtomicBool::new(false),
         })
     }
 
@@ -101,6 +104,12 @@ impl TlsSession {
     /// the first total set stays.
     pub(crate) fn count_connections_in(&self, total: Arc<AtomicUsize>) {
         let _ = self.counted_in.set(total);
+    }
+
+    /// Makes every connection opened from now free its exchange buffers
+    /// whenever it goes idle: for fleets, which keep many idle connections.
+    pub(crate) fn release_buffers_when_idle(&self) {
+        self.releases_idle_buffers.store(true, Ordering::Relaxed);
     }
 
     /// Closes the warm connection, if one waits.
@@ -196,6 +205,7 @@ impl TlsSession {
             self.policy.address.clone(),
             socket_timeout,
             self.counted_in.get().map(Counted::new),
+            self.releases_idle_buffers.load(Ordering::Relaxed),
         ))
     }
 

@@ -24,9 +24,9 @@ use crate::events::{self, Event, Level};
 /// 16 KiB each way holds one full TLS record's plaintext. They are
 /// allocated by a connection's first exchange. A fleet's connections free
 /// them whenever they go idle (see `is_open`), so its thousands of
-/// kept-alive hosts do not hold them; a lone client's connection keeps
-/// them, because allocating and zeroing 32 KiB again would be a large part
-/// of each warm call.
+/// kept-alive hosts do not hold them. A lone client's connection keeps
+/// them: allocating and zeroing 32 KiB again would be a large part of each
+/// warm call.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// Sealed request bytes held back before they are sent anyway.
 const FLUSH_THRESHOLD: usize = 16 * 1024;
@@ -113,9 +113,10 @@ pub(crate) struct TlsTransport {
     /// When receiving the current response must end; set by the first wait
     /// for it.
     read_phase: Option<PhaseDeadline>,
-    /// Keeps this connection in its fleet's count of open connections;
-    /// a counted connection frees its buffers while idle.
-    counted: Option<Counted>,
+    /// Keeps this connection in its fleet's count of open connections.
+    _counted: Option<Counted>,
+    /// Frees the buffers whenever the connection goes idle.
+    releases_idle_buffers: bool,
 }
 
 impl fmt::Debug for TlsTransport {
@@ -128,13 +129,15 @@ impl fmt::Debug for TlsTransport {
 }
 
 impl TlsTransport {
-    /// A connection just opened, its socket left with `socket_timeout`.
+    /// A connection just opened, its socket left with `socket_timeout`;
+    /// `releases_idle_buffers` for a fleet's.
     pub(super) fn new(
         conn: ClientConnection,
         sock: TcpStream,
         address: String,
         socket_timeout: Option<Duration>,
         counted: Option<Counted>,
+        releases_idle_buffers: bool,
     ) -> Self {
         TlsTransport {
             conn,
@@ -151,7 +154,8 @@ impl TlsTransport {
             socket_timeout,
             write_phase: PhaseDeadline::NONE,
             read_phase: None,
-            counted,
+            _counted: counted,
+            releases_idle_buffers,
         }
     }
 
@@ -336,7 +340,7 @@ impl Transport for TlsTransport {
             // again when it takes it out), with every input byte consumed:
             // a fleet's connection frees its buffers until the next
             // exchange needs them.
-            if self.counted.is_some() && self.buffers.input().is_empty() {
+            if self.releases_idle_buffers && self.buffers.input().is_empty() {
                 self.buffers = LazyBuffers::new(BUFFER_SIZE, BUFFER_SIZE);
             }
             return true;
