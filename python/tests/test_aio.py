@@ -122,3 +122,23 @@ def test_a_fleet_streams_results_with_async_for(start_worker, rsa_bundle, identi
     assert [r.index for r in results][-1] == 0  # the stalled host completes last
     assert sorted(r.index for r in results) == [0, 1, 2] and all(r.ok for r in results)
     assert ticks >= 30, f"the loop ticked {ticks} times during a 1 s sweep"
+
+
+def test_leaving_async_for_early_stops_the_sweep(start_worker, rsa_bundle, identity):
+    workers = [start_worker(rsa_bundle) for _ in range(3)]
+    workers[1].set_fault("stall", 0.5)  # in flight when the loop leaves
+    hosts = [w.host_record(name=f"w{i}") for i, w in enumerate(workers)]
+
+    async def main():
+        with dac.Fleet(identity, hosts, verify_hostname=True) as fleet:
+            results = aio.AsyncFleet(fleet).as_completed("health", concurrency=1)
+            async for first in results:
+                break
+            await results.aclose()
+            # The loop keeps running while the stalled host's call ends on the sweep's thread.
+            await asyncio.sleep(1.0)
+            return first
+
+    first = asyncio.run(main())
+    assert first.ok and first.index == 0 and first.result == {"status": "ok"}
+    assert workers[2].ledger == [], "a host after the stop was contacted"
