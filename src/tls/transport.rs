@@ -333,13 +333,14 @@ impl Transport for TlsTransport {
         // the response are in ureq's input buffer, which ureq checks itself,
         // and whatever reaches the socket later (a close, an alert,
         // unrequested data) is seen by the second, which always probes.
-        let probed = !std::mem::take(&mut self.unchecked_since_request);
-        let reason = if probed { self.why_closed() } else { None };
+        let reason = if std::mem::take(&mut self.unchecked_since_request) {
+            None
+        } else {
+            self.why_closed()
+        };
         let Some(reason) = reason else {
-            // ureq asks before the connection goes idle into its pool (and
-            // again when it takes it out), with every input byte consumed:
-            // a fleet's connection frees its buffers until the next
-            // exchange needs them.
+            // Every input byte is consumed by now: a fleet's connection
+            // frees its buffers until the next exchange needs them.
             if self.releases_idle_buffers && self.buffers.input().is_empty() {
                 self.buffers = LazyBuffers::new(BUFFER_SIZE, BUFFER_SIZE);
             }
