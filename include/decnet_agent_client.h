@@ -765,6 +765,21 @@ enum decnet_result decnet_fleet_set_concurrency(const struct decnet_fleet *fleet
                                                 size_t concurrency);
 
 /**
+ * Makes the worker threads of the fleet's sweeps, from the next one on,
+ * run `increment` nice levels (0 to 19; default 0) below the thread that
+ * calls the sweep, so their TLS work yields the CPU to the caller's other
+ * threads (an event loop). Callbacks stay on the calling thread, at its
+ * priority. Linux only; elsewhere it has no effect. Under other load a
+ * sweep then gets less CPU and takes longer.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT` (above 19), `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_set_sweep_niceness(const struct decnet_fleet *fleet,
+                                                   uint32_t increment);
+
+/**
  * Sets the fleet's default sweep deadline in milliseconds; 0 clears it.
  *
  * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.

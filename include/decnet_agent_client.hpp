@@ -575,6 +575,11 @@ public:
     void set_deadline_ms(std::uint64_t deadline_ms) const {
         detail::check(decnet_fleet_set_deadline_ms(get(), deadline_ms));
     }
+    /// Nice levels (0 to 19) below the calling thread at which the sweeps'
+    /// worker threads run (see decnet_fleet_set_sweep_niceness).
+    void set_sweep_niceness(std::uint32_t increment) const {
+        detail::check(decnet_fleet_set_sweep_niceness(get(), increment));
+    }
     /// Runs `rpc` over the fleet (plan none: every host, no arguments) and
     /// returns the results array as JSON text.
     std::string call(std::string_view rpc, std::optional<std::string_view> plan_json = std::nullopt,

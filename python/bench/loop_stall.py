@@ -5,7 +5,9 @@ while 256 stand-ins (the crate's ``swarm`` example, each with its own
 certificate and pin) answer ``GET /health``:
 
 * ``idle``: the ticker alone, the machine's own scheduling noise;
-* ``fleet``: ``AsyncFleet.as_completed`` (one sweep on its own thread);
+* ``first sweep``: ``AsyncFleet.as_completed`` over a new ``Fleet`` (full handshakes);
+* ``fleet``: ``AsyncFleet.as_completed`` (one sweep on its own thread; the first
+  round handshakes, the later ones reuse the connections);
 * ``gather``: ``asyncio.gather`` of 256 ``aio.AgentClient`` health calls;
 * ``reference``: the same gather with the reference's httpx ``AgentClient``
   (when ``DECNET_REFERENCE_DIR`` points at a checkout importable here).
@@ -15,7 +17,7 @@ building the swarm example as python/tests/test_fleet.py does)::
 
     DECNET_AGENT_CLIENT_LIB=target/c-abi/release/libdecnet_agent_client.so \\
         python3 python/bench/loop_stall.py [--hosts 256] [--rounds 3] [--max-workers N] \\
-        [--swarm-cpus 1 --cpus 0]
+        [--swarm-cpus 1 --cpus 0] [--sweep-niceness N]
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def main() -> None:
                         help="CPUs for the stand-ins (taskset list), so they do not take the loop's")
     parser.add_argument("--cpus", default="",
                         help="CPUs for this process: the loop and the sweep's threads")
+    parser.add_argument("--sweep-niceness", type=int, default=None,
+                        help="AsyncFleet's sweep_niceness (default: its own)")
     args = parser.parse_args()
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -105,10 +109,21 @@ def main() -> None:
 
             with dac.Identity.ensure(directory / "ca") as ident, \
                     dac.Fleet(ident, hosts, verify_hostname=True) as fleet:
-                swept = aio.AsyncFleet(fleet)
+                niceness = {} if args.sweep_niceness is None else {
+                    "sweep_niceness": args.sweep_niceness}
+                swept = aio.AsyncFleet(fleet, **niceness)
 
                 async def fleet_sweep() -> int:
                     return sum([r.ok async for r in swept.as_completed("health")])
+
+                async def first_sweep() -> int:  # a new fleet: every handshake is a full one
+                    # Made and closed off the loop: 256 hosts' TLS set-up would stall it.
+                    new = await asyncio.to_thread(dac.Fleet, ident, hosts, verify_hostname=True)
+                    try:
+                        fresh = aio.AsyncFleet(new, **niceness)
+                        return sum([r.ok async for r in fresh.as_completed("health")])
+                    finally:
+                        await asyncio.to_thread(new.close)
 
                 async def one(host: Dict[str, Any]) -> bool:
                     async with aio.AgentClient(host, identity=identity, verify_hostname=True) as a:
@@ -122,6 +137,7 @@ def main() -> None:
                     return 0
 
                 runs["idle loop (baseline, 0.5 s)"] = idle
+                runs["fleet, first sweep (a new Fleet each)"] = first_sweep
                 runs["fleet (AsyncFleet.as_completed)"] = fleet_sweep
                 runs["gather of aio.AgentClient"] = gather_ours
 

@@ -279,6 +279,7 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_fleet_size": (_Result, [_FleetPtr, POINTER(c_size_t)]),
     "decnet_fleet_set_timeouts": (_Result, [_FleetPtr, c_uint32, POINTER(_CTimeouts)]),
     "decnet_fleet_set_concurrency": (_Result, [_FleetPtr, c_size_t]),
+    "decnet_fleet_set_sweep_niceness": (_Result, [_FleetPtr, c_uint32]),
     "decnet_fleet_set_session_resumption": (_Result, [_FleetPtr, c_bool]),
     "decnet_fleet_handshake_counts": (_Result, [_FleetPtr, POINTER(_CHandshakeCounts)]),
     "decnet_fleet_set_max_open_connections": (_Result, [_FleetPtr, c_size_t]),

@@ -213,6 +213,16 @@ class Fleet(_HandleOwner):
         with self._handle as pointer:
             _check(lib.decnet_fleet_set_deadline_ms(pointer, ms))
 
+    def set_sweep_niceness(self, increment: int) -> None:
+        """Makes the worker threads of the next sweeps run ``increment`` nice levels (0 to 19;
+        default 0) below the calling thread, so their TLS work yields the CPU to its other
+        threads (an event loop); ``on_result`` stays on the calling thread, at its priority.
+        Linux only; elsewhere no effect. Under other load a sweep then gets less CPU."""
+        if isinstance(increment, bool) or not isinstance(increment, int) or increment < 0:
+            raise _invalid("increment", f"must be an integer from 0 to 19, not {increment!r}")
+        with self._handle as pointer:
+            _check(lib.decnet_fleet_set_sweep_niceness(pointer, min(increment, 2**32 - 1)))
+
     # -- calls ----------------------------------------------------------------
 
     def call(self, rpc: str, plan: _Plan = None, *, concurrency: Optional[int] = None,

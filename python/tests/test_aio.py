@@ -4,6 +4,10 @@ pins fail at ``async with``, cancellation returns at once, fleets stream results
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
+import threading
 import time
 
 import pytest
@@ -122,6 +126,44 @@ def test_a_fleet_streams_results_with_async_for(start_worker, rsa_bundle, identi
     assert [r.index for r in results][-1] == 0  # the stalled host completes last
     assert sorted(r.index for r in results) == [0, 1, 2] and all(r.ok for r in results)
     assert ticks >= 30, f"the loop ticked {ticks} times during a 1 s sweep"
+
+
+def _thread_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread")
+def test_an_async_fleet_sweeps_below_the_loops_priority(start_worker, rsa_bundle, identity):
+    hosts = [start_worker(rsa_bundle).host_record(name=f"w{i}") for i in range(3)]
+    answered_at = []  # the nice values of the threads that got the answers
+
+    class Answered(logging.Handler):  # the bridge logs on the thread doing the work
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.decnet_event["event"] == "request.answered":
+                answered_at.append(_thread_nice())
+
+    log = logging.getLogger(dac.LOGGER_NAME)
+    saved = (log.handlers[:], log.level, log.propagate)
+
+    async def main():
+        async with (await aio.AsyncFleet.create(identity, hosts, verify_hostname=True)) as swept:
+            streamed = [r async for r in swept.as_completed("health")]
+            called = await swept.call("health")
+            return _thread_nice(), streamed, called, swept.fleet
+
+    try:
+        log.handlers[:], log.propagate = [Answered()], False
+        log.setLevel(logging.INFO)
+        dac.sync_logging()
+        on_loop, streamed, called, fleet = asyncio.run(main())
+    finally:
+        log.handlers[:], level, log.propagate = saved
+        log.setLevel(level)
+        dac.sync_logging()
+    assert all(r.ok for r in streamed + called)
+    assert answered_at == [min(19, on_loop + 10)] * 6, (answered_at, on_loop)
+    assert _thread_nice() == on_loop, "the loop's own thread keeps its priority"
+    assert fleet.closed, "leaving async with closes the fleet"
 
 
 def test_leaving_async_for_early_stops_the_sweep(start_worker, rsa_bundle, identity):

@@ -61,6 +61,9 @@ pub(crate) struct Limits {
     pub cutoff: Option<Instant>,
     /// Prefix of the threads' names.
     pub thread_name: &'static str,
+    /// Nice levels below the calling thread at which the threads run (see
+    /// [`lower_priority`]); 0 keeps its priority.
+    pub niceness: u8,
 }
 
 /// What a sweep returns: one output per job, in input order.
@@ -298,8 +301,10 @@ fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::O
         match thread::Builder::new()
             .name(format!("{}-{n}", limits.thread_name))
             .stack_size(WORKER_STACK_BYTES)
-            .spawn(move || shared.work(&tx))
-        {
+            .spawn(move || {
+                lower_priority(limits.niceness);
+                shared.work(&tx)
+            }) {
             Ok(handle) => threads.push(handle),
             Err(e) => {
                 spawn_error = Some(e);
@@ -314,6 +319,20 @@ fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::O
         )));
     }
     Ok((threads, rx))
+}
+
+/// Lowers the calling thread's CPU priority by `increment` nice levels (at
+/// most to 19), so the sweep's TLS and JSON work yields the CPU to the
+/// caller's own threads. Linux keeps a nice value per thread; elsewhere
+/// nice applies to the whole process, so nothing is changed there. Best
+/// effort: a refusal leaves the priority as it was.
+fn lower_priority(increment: u8) {
+    #[cfg(target_os = "linux")]
+    if increment > 0 {
+        let _ = rustix::process::nice(i32::from(increment));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = increment;
 }
 
 /// How [`collect`] ended.

@@ -65,11 +65,16 @@ pub struct SweepOptions {
     pub deadline: Option<Duration>,
 }
 
-/// Settings that apply to every sweep unless a call overrides them.
+/// Largest niceness [`Fleet::set_sweep_niceness`] accepts.
+pub const MAX_SWEEP_NICENESS: u32 = 19;
+
+/// Settings that apply to every sweep unless a call overrides them; also
+/// one sweep's settings once resolved ([`Fleet::settings`]).
 #[derive(Debug, Clone, Copy)]
-struct Defaults {
+struct Settings {
     concurrency: usize,
     deadline: Option<Duration>,
+    niceness: u8,
 }
 
 /// Many workers driven as one. `Send + Sync`; sweeps may run from several
@@ -82,7 +87,7 @@ pub struct Fleet {
     by_name: HashMap<String, usize>,
     /// Each host record's `use_ipvlan` (false when the record has none).
     use_ipvlan: Vec<bool>,
-    defaults: Mutex<Defaults>,
+    defaults: Mutex<Settings>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -126,9 +131,10 @@ impl Fleet {
             clients,
             by_uuid: names.by_uuid,
             by_name: names.by_name,
-            defaults: Mutex::new(Defaults {
+            defaults: Mutex::new(Settings {
                 concurrency: DEFAULT_CONCURRENCY,
                 deadline: None,
+                niceness: 0,
             }),
         })
     }
@@ -265,6 +271,31 @@ impl Fleet {
         Ok(())
     }
 
+    /// Makes the worker threads of this fleet's sweeps, from the next one
+    /// on, run `increment` nice levels (0 to [`MAX_SWEEP_NICENESS`]; default
+    /// 0) below the thread that calls the sweep, so their TLS and JSON work
+    /// yields the CPU to the caller's other threads, such as an event loop.
+    /// Results and callbacks stay on the calling thread, at its priority.
+    /// Linux only (it keeps a nice value per thread); elsewhere it has no
+    /// effect. The cost: under other load at normal priority a sweep gets
+    /// less CPU and takes longer.
+    pub fn set_sweep_niceness(&self, increment: u32) -> Result<()> {
+        let niceness = u8::try_from(increment)
+            .ok()
+            .filter(|&n| u32::from(n) <= MAX_SWEEP_NICENESS)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "niceness",
+                    format!("must be from 0 to {MAX_SWEEP_NICENESS}, not {increment}"),
+                )
+            })?;
+        self.defaults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .niceness = niceness;
+        Ok(())
+    }
+
     /// The most connections this fleet's sweeps hold open at once; by
     /// default [`default_max_open_connections`] (three quarters of the soft
     /// limit on open files when the fleet was made).
@@ -336,7 +367,11 @@ impl Fleet {
         options: SweepOptions,
         on_result: impl FnMut(&HostResult) -> Flow,
     ) -> Result<Vec<HostResult>> {
-        let (concurrency, deadline) = self.settings(options)?;
+        let Settings {
+            concurrency,
+            deadline,
+            niceness,
+        } = self.settings(options)?;
         let mut seen = vec![None; self.clients.len()];
         let mut jobs = Vec::with_capacity(plan.len());
         for (position, (id, call)) in plan.into_iter().enumerate() {
@@ -379,6 +414,7 @@ impl Fleet {
             concurrency: concurrency.min(self.budget.limit()),
             cutoff,
             thread_name: "decnet-fleet",
+            niceness,
         };
         let ended = engine::run(jobs, limits, on_result)?;
         events::emit(Level::Info, || {
@@ -387,14 +423,18 @@ impl Fleet {
         Ok(ended.results)
     }
 
-    /// The concurrency and deadline of a sweep run with `options`, checked.
-    fn settings(&self, options: SweepOptions) -> Result<(usize, Option<Duration>)> {
+    /// The settings of a sweep run with `options`, checked.
+    fn settings(&self, options: SweepOptions) -> Result<Settings> {
         let defaults = *self.defaults.lock().unwrap_or_else(|p| p.into_inner());
         let concurrency = options.concurrency.unwrap_or(defaults.concurrency);
         check_concurrency(concurrency)?;
         let deadline = options.deadline.or(defaults.deadline);
         check_deadline(deadline)?;
-        Ok((concurrency, deadline))
+        Ok(Settings {
+            concurrency,
+            deadline,
+            niceness: defaults.niceness,
+        })
     }
 
     fn info(&self, index: usize) -> HostInfo {

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::budget::ConnectionBudget;
 use super::engine::{self, Job, Limits, Unfinished};
-use super::{swept_outcome, unfinished_result, Fleet, HostInfo, HostResult, SweepOptions};
+use super::{
+    swept_outcome, unfinished_result, Fleet, HostInfo, HostResult, Settings, SweepOptions,
+};
 use crate::client::{check_deploy_config, AgentClient};
 use crate::error::{Error, Result};
 use crate::fleet::{error_to_json, Flow, Outcome};
@@ -79,7 +81,11 @@ impl Fleet {
         options: SweepOptions,
         on_result: impl FnMut(&ShardResult) -> Flow,
     ) -> Result<Vec<ShardResult>> {
-        let (concurrency, deadline) = self.settings(options)?;
+        let Settings {
+            concurrency,
+            deadline,
+            niceness,
+        } = self.settings(options)?;
         // Only hosts with a uuid can be named; keep their fleet indices.
         let named: Vec<usize> = (0..self.clients.len())
             .filter(|&i| self.clients[i].host().uuid.is_some())
@@ -121,6 +127,7 @@ impl Fleet {
             concurrency: concurrency.min(self.budget.limit()),
             cutoff,
             thread_name: "decnet-fleet",
+            niceness,
         };
         Ok(engine::run(jobs, limits, on_result)?.results)
     }

@@ -279,6 +279,7 @@ impl UpdaterFleet {
             concurrency,
             cutoff: deadline.map(|d| Instant::now() + d),
             thread_name: "decnet-updater",
+            niceness: 0,
         };
         Ok((limits, deadline))
     }

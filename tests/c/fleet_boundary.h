@@ -96,6 +96,16 @@ static void test_fleet_boundary(const decnet_identity *identity) {
     expect_error("decnet_fleet_set_concurrency(0)", rc, DECNET_ERR_INVALID_ARGUMENT, "concurrency");
     EXPECT_NULL("decnet_fleet_set_concurrency", "fleet", decnet_fleet_set_concurrency(NULL, 8), true);
 
+    cover("call", "decnet_fleet_set_sweep_niceness", NULL);
+    expect_ok("decnet_fleet_set_sweep_niceness(19)", decnet_fleet_set_sweep_niceness(fleet, 19));
+    expect_ok("decnet_fleet_set_sweep_niceness(0)", decnet_fleet_set_sweep_niceness(fleet, 0));
+    cover("range", "decnet_fleet_set_sweep_niceness", "increment");
+    rc = decnet_fleet_set_sweep_niceness(fleet, 20);
+    expect_error("decnet_fleet_set_sweep_niceness(20)", rc, DECNET_ERR_INVALID_ARGUMENT, "niceness");
+    rc = decnet_fleet_set_sweep_niceness(fleet, 4294967295u);
+    expect_error("decnet_fleet_set_sweep_niceness(UINT32_MAX)", rc, DECNET_ERR_INVALID_ARGUMENT, "niceness");
+    EXPECT_NULL("decnet_fleet_set_sweep_niceness", "fleet", decnet_fleet_set_sweep_niceness(NULL, 10), true);
+
     cover("call", "decnet_fleet_set_session_resumption", NULL);
     expect_ok("decnet_fleet_set_session_resumption(false)", decnet_fleet_set_session_resumption(fleet, false));
     expect_ok("decnet_fleet_set_session_resumption(true)", decnet_fleet_set_session_resumption(fleet, true));

@@ -218,6 +218,7 @@ void test_fleet(const decnet::identity &id, const std::string &hosts) {
     expect(fleet.size() == 1, "fleet size");
     fleet.set_concurrency(4);
     fleet.set_deadline_ms(0);
+    fleet.set_sweep_niceness(5);
     fleet.set_session_resumption(true);
     fleet.set_timeouts(DECNET_PROFILE_CONTROL, decnet::timeouts{5000, 5000, 5000, 5000});
     expect(contains(fleet.call("health"), "\"outcome\":\"ok\""), "fleet health");
