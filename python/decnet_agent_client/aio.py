@@ -113,6 +113,15 @@ async def _off_loop(owner: Any, function: Callable[..., _T], *args: Any) -> _T:
         raise _translate(error, owner) from error
 
 
+async def _close_off_loop(owner: Any) -> None:
+    """``owner.close()`` on the pool: closing connections is work, and the clients of a
+    gather close together. Shielded: once handed to the pool it runs even if the awaiting
+    task is cancelled (an unshielded executor future not yet started would be dropped).
+    The handle is freed once a call still running on the pool returns."""
+    closing = asyncio.get_running_loop().run_in_executor(_executor(), owner.close)
+    await asyncio.shield(closing)
+
+
 # -- errors ---------------------------------------------------------------------
 
 
@@ -257,11 +266,7 @@ class _AsyncOwner:
     async def __aexit__(self, *exc: Any) -> None:
         sync, self._sync = self._sync, None
         if sync is not None:
-            # Off the loop: closing a connection is work, and the clients of a gather close
-            # together. Once handed to the pool it runs even if this task is cancelled; the
-            # handle is freed once a call still running on the pool returns.
-            closing = asyncio.get_running_loop().run_in_executor(_executor(), sync.close)
-            await asyncio.shield(closing)
+            await _close_off_loop(sync)
 
 
 class AgentClient(_AsyncOwner):
@@ -451,7 +456,7 @@ class AsyncFleet:
     ``sweep_niceness`` is set on ``fleet`` (:meth:`Fleet.set_sweep_niceness`): the sweep's
     worker threads run that many nice levels below the loop's thread (Linux; default 10),
     so their TLS handshakes yield it the CPU. At 0, a first sweep of 256 stand-ins on 2
-    cores stalled the loop 17-27 ms; at 10, 1.8-2.6 ms (``python/bench/loop_stall.py``)."""
+    cores stalled the loop 7.7-29.5 ms; at 10, 2.5-5.1 ms (``python/bench/loop_stall.py``)."""
 
     def __init__(self, fleet: Fleet, *, sweep_niceness: int = 10):
         fleet.set_sweep_niceness(sweep_niceness)
@@ -467,7 +472,7 @@ class AsyncFleet:
 
     async def aclose(self) -> None:
         """Closes the fleet off the loop (closing every kept-alive connection is work)."""
-        await _off_loop(None, self.fleet.close)
+        await _close_off_loop(self.fleet)
 
     async def __aenter__(self) -> "AsyncFleet":
         return self
