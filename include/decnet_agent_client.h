@@ -256,6 +256,18 @@ typedef enum decnet_log_level {
 typedef struct decnet_client decnet_client;
 
 /**
+ * A completion queue: calls submitted to it run on its own threads, and
+ * their results wait in it until `decnet_completions_pop` takes them.
+ * Opaque.
+ *
+ * For event loops: watch `decnet_completions_fd` for readability (epoll,
+ * poll, asyncio's `add_reader`); when it is readable, pop until nothing is
+ * left. No callback runs on another thread and nothing blocks the loop.
+ * Thread-safe: any thread may submit, withdraw and pop.
+ */
+typedef struct decnet_completions decnet_completions;
+
+/**
  * Many worker agents driven as one. Opaque.
  *
  * Holds one client per host for its whole life, so a second sweep reuses
@@ -633,6 +645,114 @@ enum decnet_result decnet_client_teardown_topology(const struct decnet_client *c
  */
 enum decnet_result decnet_client_topology_state(const struct decnet_client *client,
                                                 char **out_json);
+
+/**
+ * Makes a completion queue that runs at most `max_threads` calls at once
+ * (1 to 1024; threads start as calls need them and stay until the queue
+ * is freed), on threads `niceness` nice levels below the caller's (0 to
+ * 19: their TLS work then yields the CPU to the loop's thread; Linux
+ * only, elsewhere no effect).
+ *
+ * Ownership: `*out` is the caller's; free it with
+ * `decnet_completions_free`.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`,
+ * `DECNET_ERR_INVALID_ARGUMENT`, `DECNET_ERR_INTERNAL` (no pipe could be
+ * made), `DECNET_ERR_PANIC`.
+ */
+enum decnet_result decnet_completions_new(uint32_t max_threads,
+                                          uint32_t niceness,
+                                          struct decnet_completions **out);
+
+/**
+ * Writes to `*out_fd` the descriptor to watch: readable when completions
+ * wait; when it is, pop until `decnet_completions_pop` gives NULL (which
+ * also resets it; it may report readiness once more with nothing waiting,
+ * and popping then gives NULL at once). It stays the queue's: never read,
+ * write or close it, and stop watching it before freeing the queue.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_completions_fd(const struct decnet_completions *completions, int *out_fd);
+
+/**
+ * Starts one call of `client` on the queue's threads and returns at once;
+ * its result comes back from `decnet_completions_pop` under `tag`, which
+ * names this call until its completion is popped or it is withdrawn.
+ *
+ * `rpc` is `connect` (open and verify one connection, as
+ * `decnet_client_connect`; the result is null) or one of the RPCs of
+ * `decnet_fleet_call`, with `args_json` NULL or a JSON object holding the
+ * arguments named as there (`config`, `dry_run`, `decky_id`, ...). The
+ * client may be freed while its call runs: the call keeps what it needs.
+ *
+ * Results: `DECNET_OK` (queued); `DECNET_ERR_NULL_ARGUMENT`;
+ * `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC, malformed or missing
+ * arguments, a tag still in use: nothing was queued); `DECNET_ERR_INTERNAL` (no thread could
+ * start); `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_client_submit(const struct decnet_client *client,
+                                        const struct decnet_completions *completions,
+                                        const char *rpc,
+                                        const char *args_json,
+                                        uint64_t tag);
+
+/**
+ * Frees `client` as `decnet_client_free` does, except that dropping its
+ * connections (TLS state, sockets) happens on the queue's threads: the call
+ * returns at once. NULL `client` is a no-op; a NULL `completions` frees
+ * it here.
+ *
+ * Call it once per client, after every thread has finished using the
+ * handle, instead of `decnet_client_free`.
+ */
+void decnet_completions_free_client(const struct decnet_completions *completions,
+                                    struct decnet_client *client);
+
+/**
+ * Takes back the queued call with `tag` if no thread has started it.
+ * `*out_withdrawn` true: nothing of it was sent, no completion will come
+ * and the tag is free again; false: it is running or done, and its
+ * completion comes (or came) from `decnet_completions_pop`, or no call has
+ * that tag.
+ *
+ * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_completions_withdraw(const struct decnet_completions *completions,
+                                               uint64_t tag,
+                                               bool *out_withdrawn);
+
+/**
+ * Takes the oldest finished call. When one was waiting, `*out_tag` is its
+ * tag and `*out_json` a JSON object: `tag`, `elapsed_ms`, `outcome`
+ * (`"ok"` or `"error"`), and `result` (the worker's answer; null for
+ * `connect`) or `error` (`kind`, `code`, `message`, `http_status`,
+ * `body`, ... as a `decnet_fleet_call` host's error). When none was
+ * waiting, `*out_json` is NULL and `*out_tag` 0, and the descriptor's
+ * readiness is reset. Never blocks on the queue's threads.
+ *
+ * Ownership: `*out_json` is the caller's; free it with
+ * `decnet_string_free`.
+ *
+ * Results: `DECNET_OK` (whether or not one was waiting),
+ * `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`. Thread-safe.
+ */
+enum decnet_result decnet_completions_pop(const struct decnet_completions *completions,
+                                          uint64_t *out_tag,
+                                          char **out_json);
+
+/**
+ * Frees a completion queue without waiting. NULL is a no-op. Calls not
+ * yet started are dropped (never sent); calls in flight finish on their
+ * threads within their own timeouts, and their results are discarded;
+ * then those threads end and the descriptor closes. Stop watching the
+ * descriptor first.
+ *
+ * Call it once, after every thread has finished using the handle.
+ */
+void decnet_completions_free(struct decnet_completions *completions);
 
 /**
  * Enrolls worker `name` at `address` with the CA in `ca_dir` (NULL:

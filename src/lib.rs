@@ -4,11 +4,13 @@
 //! [`identity`] → `tls` (verify, resumption, session, handshake, classify,
 //! transport, connector) → `rpc` (one exchange, shared by every client) →
 //! [`client`] → [`fleet`] (plan, the shared sweep engine, results, the
-//! `Fleet`); [`topology`], [`rollout`] (the policy and plan of an updater
+//! `Fleet`) → [`completions`] (single calls completed on the library's
+//! threads, for event loops); [`topology`], [`rollout`] (the policy and plan of an updater
 //! push) and [`shard`] (a deploy split per worker) are pure; `testkit` is
 //! used only by tests, benchmarks and the demo, never by the layers.
 
 pub mod client;
+pub mod completions;
 pub mod enroll;
 pub mod error;
 pub mod events;

@@ -1,6 +1,7 @@
 //! `decnet_client`: one worker agent, its timeout profiles and the nine RPCs.
 
 use std::ffi::c_char;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -23,7 +24,8 @@ use crate::error::Error;
 /// keep-alive connection pool. Every connection is verified (chain to the
 /// CA, hostname when enabled, pin when set) inside its own TLS handshake.
 pub struct decnet_client {
-    inner: AgentClient,
+    /// Shared with the completion threads running its submitted calls.
+    pub(super) inner: Arc<AgentClient>,
 }
 
 /// Hostname verification choices for the `hostname_verification` argument.
@@ -279,7 +281,9 @@ unsafe fn new_client(
             Pinning::Required => AgentClient::new(&identity.inner, record, hostname)?,
             Pinning::OptedOut => AgentClient::new_unpinned(&identity.inner, record, hostname)?,
         };
-        *slot = Box::into_raw(Box::new(decnet_client { inner: client }));
+        *slot = Box::into_raw(Box::new(decnet_client {
+            inner: Arc::new(client),
+        }));
         Ok(())
     })
 }

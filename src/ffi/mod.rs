@@ -20,6 +20,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod client;
+mod completions;
 mod enroll;
 mod fleet;
 mod guard;
@@ -32,6 +33,7 @@ mod updater;
 mod updater_fleet;
 
 pub use client::*;
+pub use completions::*;
 pub use enroll::*;
 pub use fleet::*;
 pub use identity::*;

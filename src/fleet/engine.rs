@@ -326,7 +326,7 @@ fn spawn<J: Job>(shared: &Arc<Shared<J>>, limits: Limits) -> Result<Started<J::O
 /// caller's own threads. Linux keeps a nice value per thread; elsewhere
 /// nice applies to the whole process, so nothing is changed there. Best
 /// effort: a refusal leaves the priority as it was.
-fn lower_priority(increment: u8) {
+pub(crate) fn lower_priority(increment: u8) {
     #[cfg(target_os = "linux")]
     if increment > 0 {
         let _ = rustix::process::nice(i32::from(increment));

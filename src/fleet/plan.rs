@@ -200,7 +200,7 @@ impl Call {
     }
 
     /// Runs the call on `client`.
-    pub(super) fn run(&self, client: &AgentClient) -> Result<Value> {
+    pub fn run(&self, client: &AgentClient) -> Result<Value> {
         match self {
             Call::Health => client.health(),
             Call::Status => client.status(),

@@ -1769,6 +1769,7 @@ static void test_coverage(void) {
 }
 
 #include "boundary_updater.h"
+#include "completions_boundary.h"
 #include "fleet_boundary.h"
 #include "updater_fleet_boundary.h"
 
@@ -1819,6 +1820,7 @@ int main(int argc, char **argv) {
             decnet_client_free(client);
             test_updater_and_enroll(identity, argv[2]);
             test_network_errors(identity);
+            test_completions_boundary(identity);
             test_fleet_boundary(identity);
             test_deploy_sharded_boundary(identity);
             decnet_identity_free(identity);
