@@ -5,6 +5,8 @@ while 256 stand-ins (the crate's ``swarm`` example, each with its own
 certificate and pin) answer ``GET /health``:
 
 * ``idle``: the ticker alone, the machine's own scheduling noise;
+* ``gather floor``: ``asyncio.gather`` of 256 tasks that only sleep: what starting and
+  ending that many tasks in one go costs the loop, whatever they call;
 * ``first sweep``: ``AsyncFleet.as_completed`` over a new ``Fleet`` (full handshakes);
 * ``fleet``: ``AsyncFleet.as_completed`` (one sweep on its own thread; the first
   round handshakes, the later ones reuse the connections);
@@ -132,11 +134,19 @@ def main() -> None:
                 async def gather_ours() -> int:
                     return sum(await asyncio.gather(*(one(h) for h in hosts)))
 
+                async def nap(_host: Dict[str, Any]) -> bool:
+                    await asyncio.sleep(0.05)
+                    return False
+
+                async def gather_floor() -> int:  # the pattern's own cost: 256 tasks, no calls
+                    return sum(await asyncio.gather(*(nap(h) for h in hosts)))
+
                 async def idle() -> int:  # the machine's own noise: the ticker alone
                     await asyncio.sleep(0.5)
                     return 0
 
                 runs["idle loop (baseline, 0.5 s)"] = idle
+                runs["gather floor (tasks that only sleep)"] = gather_floor
                 runs["fleet, first sweep (a new Fleet each)"] = first_sweep
                 runs["fleet (AsyncFleet.as_completed)"] = fleet_sweep
                 runs["gather of aio.AgentClient"] = gather_ours

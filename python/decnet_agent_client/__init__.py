@@ -53,6 +53,7 @@ from ._native import (
     _CConnectionBudget,
     _CHandshakeCounts,
     _ClientPtr,
+    _CompletionsPtr,
     _CSweepOptions,
     _CTimeouts,
     _FleetCallback,

@@ -147,6 +147,10 @@ class _UpdaterFleetStruct(_Opaque):
     """`struct decnet_updater_fleet` (opaque)."""
 
 
+class _CompletionsStruct(_Opaque):
+    """`struct decnet_completions` (opaque)."""
+
+
 class _CSweepOptions(Structure):
     """`struct decnet_sweep_options`: 0 in a field means the fleet's setting."""
 
@@ -158,6 +162,7 @@ _IdentityPtr = POINTER(_IdentityStruct)
 _UpdaterPtr = POINTER(_UpdaterStruct)
 _FleetPtr = POINTER(_FleetStruct)
 _UpdaterFleetPtr = POINTER(_UpdaterFleetStruct)
+_CompletionsPtr = POINTER(_CompletionsStruct)
 _OwnedStr = POINTER(c_char)  # a `char *` we must free: keep the pointer
 _Result = c_int  # `enum decnet_result`
 # `decnet_log_callback`: (level, event_json, user_data)
@@ -186,6 +191,13 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
         [_IdentityPtr, c_char_p, c_uint16, c_uint32, POINTER(_ClientPtr)],
     ),
     "decnet_client_connect": (_Result, [_ClientPtr]),
+    "decnet_completions_new": (_Result, [c_uint32, c_uint32, POINTER(_CompletionsPtr)]),
+    "decnet_completions_fd": (_Result, [_CompletionsPtr, POINTER(c_int)]),
+    "decnet_client_submit": (_Result, [_ClientPtr, _CompletionsPtr, c_char_p, c_char_p, c_uint64]),
+    "decnet_completions_withdraw": (_Result, [_CompletionsPtr, c_uint64, POINTER(c_bool)]),
+    "decnet_completions_pop": (_Result, [_CompletionsPtr, POINTER(c_uint64), POINTER(_OwnedStr)]),
+    "decnet_completions_free": (None, [_CompletionsPtr]),
+    "decnet_completions_free_client": (None, [_CompletionsPtr, _ClientPtr]),
     "decnet_client_describe": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
     "decnet_client_free": (None, [_ClientPtr]),
     "decnet_client_get_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),

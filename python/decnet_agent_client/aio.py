@@ -9,18 +9,21 @@ constructors, methods and return shapes of the reference's
         await agent.health()
 
 The worker's pin is checked inside every TLS handshake (no probe
-connection). Each call runs the library's blocking call on a bounded
-thread pool (:func:`set_max_workers`, default 4 threads per core, at most
-64), so the event loop never blocks.
+connection). An :class:`AgentClient` call runs on the library's own threads
+and completes through a file descriptor the loop watches (``add_reader``):
+no Python runs on another thread, so the loop never waits for the GIL.
+Updater calls and fleet sweeps run on a bounded thread pool. Both are
+bounded by :func:`set_max_workers` (default 4 threads per core, at most 64),
+and the library's threads run 10 nice levels below the loop's (Linux), so
+their TLS work yields it the CPU.
 
 Cancellation: cancelling the awaiting task returns at once with
-``CancelledError``, but a call already handed to the library runs to its
-end on its thread (its result is dropped; the client's handle is freed
-only after it returns). A cancelled GET therefore changes nothing; a
-cancelled POST (deploy, mutate, teardown, self-destruct, topology, update)
-may still reach the worker and run there: treat it like a timed-out POST,
-not as "not sent". A call still queued for a thread when it is cancelled is
-never started.
+``CancelledError``, but a call already started runs to its end on its
+thread (its result is dropped). A cancelled GET therefore changes nothing;
+a cancelled POST (deploy, mutate, teardown, self-destruct, topology,
+update) may still reach the worker and run there: treat it like a
+timed-out POST, not as "not sent". A call still queued for a thread when
+it is cancelled is withdrawn and never sent.
 
 Errors are those of :mod:`decnet_agent_client` and also what reference
 callers catch: ``FingerprintMismatchError`` (a ``RuntimeError`` with
@@ -40,10 +43,13 @@ import json
 import os
 import pathlib
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, TypeVar, Union
 
+from . import _completions
 from . import errors as _errors
+from ._convert import _c_json
 from .client import Client
 from .fleet import Fleet, HostResult, _Plan
 from .identity import Identity
@@ -83,11 +89,12 @@ _max_workers = min(64, 4 * (os.cpu_count() or 1))
 
 
 def set_max_workers(count: int) -> None:
-    """Sets how many blocking calls run at once (1 to 4096); takes effect for new calls."""
+    """Sets how many calls run at once (1 to 1024), on the pool and on each loop's
+    completion threads; takes effect for new calls."""
     global _pool, _max_workers
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 4096:
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1024:
         raise _errors.InvalidArgumentError(
-            f"invalid argument `count`: must be an integer from 1 to 4096, not {count!r}", code=1)
+            f"invalid argument `count`: must be an integer from 1 to 1024, not {count!r}", code=1)
     with _pool_lock:
         old, _pool, _max_workers = _pool, None, count
     if old is not None:
@@ -113,9 +120,30 @@ async def _off_loop(owner: Any, function: Callable[..., _T], *args: Any) -> _T:
         raise _translate(error, owner) from error
 
 
+#: How many nice levels below the loop's thread the completion threads run (Linux).
+_COMPLETION_NICENESS = 10
+
+
+def _queue() -> _completions.CompletionQueue:
+    """The running loop's completion queue."""
+    return _completions.queue_for(asyncio.get_running_loop(), _max_workers,
+                                  _COMPLETION_NICENESS)
+
+
+async def _complete(owner: Any, client: Client, rpc: bytes, args_json: Optional[bytes]) -> Any:
+    """``rpc`` of ``client`` on the running loop's completion queue; a library error becomes
+    the aio class, named after ``owner``'s address."""
+    queue = _queue()
+    await queue.admit()
+    try:
+        return await queue.call(client, rpc, args_json)
+    except _errors.DecnetError as error:
+        raise _translate(error, owner) from error
+
+
 async def _close_off_loop(owner: Any) -> None:
-    """``owner.close()`` on the pool: closing connections is work, and the clients of a
-    gather close together. Shielded: once handed to the pool it runs even if the awaiting
+    """``owner.close()`` on the pool (an updater client or a fleet): closing connections is
+    work, and the clients of a gather close together. Shielded: once handed to the pool it runs even if the awaiting
     task is cancelled (an unshielded executor future not yet started would be dropped).
     The handle is freed once a call still running on the pool returns."""
     closing = asyncio.get_running_loop().run_in_executor(_executor(), owner.close)
@@ -245,6 +273,43 @@ def _load(identity: MasterIdentity) -> Identity:
     return Identity.load(identity.ca_cert_path, identity.cert_path, identity.key_path)
 
 
+_identities_lock = threading.Lock()
+#: How often a loaded bundle's files are looked at again for a change (seconds).
+_IDENTITY_RECHECK = 1.0
+#: Each MasterIdentity's loaded bundle: (the files' stamps, when they were taken, bundle).
+_identities: Dict[MasterIdentity, Tuple[Tuple[int, ...], float, Identity]] = {}
+
+
+def _stamp(identity: MasterIdentity) -> Tuple[int, ...]:
+    """Inode, size and modification time of the bundle's three files."""
+    return tuple(value for path in (identity.ca_cert_path, identity.cert_path,
+                                    identity.key_path)
+                 for st in (os.stat(path),) for value in (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def _cached_identity(identity: MasterIdentity) -> Identity:
+    """``identity`` loaded, and loaded again when one of its files changed (looked at once
+    a second at most): an agent client is made on the loop, and reading and parsing the
+    bundle for each of a gather's clients is work the loop would wait for."""
+    now = time.monotonic()
+    with _identities_lock:
+        known = _identities.get(identity)
+        if known is not None and now - known[1] < _IDENTITY_RECHECK:
+            return known[2]
+        try:
+            stamp = _stamp(identity)
+        except OSError:
+            return _load(identity)  # raises the library's error for the missing file
+        if known is not None and known[0] == stamp:
+            _identities[identity] = (stamp, now, known[2])
+            return known[2]
+        # The bundle it replaces is freed once no one holds it (clients made from it
+        # keep what they need).
+        loaded = _load(identity)
+        _identities[identity] = (stamp, now, loaded)
+    return loaded
+
+
 # -- clients --------------------------------------------------------------------
 
 
@@ -297,75 +362,95 @@ class AgentClient(_AsyncOwner):
         self._where = f"{self._address}:{self._port}"
         self._sync: Optional[Client] = None
 
-    def _open(self) -> Client:
-        with _load(self._identity) as identity:
-            if self._host is not None:
-                client = Client.from_host(identity, dict(self._host, agent_port=self._port),
-                                          verify_hostname=self._verify_hostname)
-            else:
-                # An address without a host record carries no pin, as the
-                # reference's client: the explicit unpinned opt-out.
-                client = Client.connect_to(identity, self._address, self._port, None,
-                                           verify_hostname=self._verify_hostname)
+    def _make(self, queue: _completions.CompletionQueue) -> Client:
+        identity = _cached_identity(self._identity)
+        if self._host is not None:
+            client = Client.from_host(identity, dict(self._host, agent_port=self._port),
+                                      verify_hostname=self._verify_hostname)
+        else:
+            # An address without a host record carries no pin, as the reference's
+            # client: the explicit unpinned opt-out.
+            client = Client.connect_to(identity, self._address, self._port, None,
+                                       verify_hostname=self._verify_hostname)
+        client._handle._free = queue.free_client
+        return client
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # The handle is freed here; its connections are dropped on the library's threads
+        # (and a call still running keeps what it needs until it ends).
+        sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
+
+    async def __aenter__(self) -> "AgentClient":
+        queue = _queue()
+        await queue.admit()
         try:
-            client.connect()  # the handshake, pin checked inside it: fail at `async with`
+            client = self._make(queue)
+        except _errors.DecnetError as error:
+            raise _translate(error, self) from error
+        try:
+            # The handshake, pin checked inside it: a wrong worker fails at `async with`.
+            await _complete(self, client, b"connect", None)
         except BaseException:
             client.close()
             raise
-        return client
-
-    async def __aenter__(self) -> "AgentClient":
-        self._sync = await _off_loop(self, self._open)
+        self._sync = client
         return self
+
+    async def _rpc(self, rpc: bytes, args: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        args_json = None if args is None else _c_json(args, "args")
+        answer: Dict[str, Any] = await _complete(self, self._require(), rpc, args_json)
+        return answer
 
     async def health(self) -> Dict[str, Any]:
         """``GET /health``."""
-        answer: Dict[str, Any] = await self._call("health")
-        return answer
+        return await self._rpc(b"health")
 
     async def status(self) -> Dict[str, Any]:
         """``GET /status``."""
-        answer: Dict[str, Any] = await self._call("status")
-        return answer
+        return await self._rpc(b"status")
 
     async def deploy(self, config: Any, *, dry_run: bool = False,
                      no_cache: bool = False) -> Dict[str, Any]:
         """``POST /deploy`` of ``config`` (a dict, JSON text, or a pydantic model)."""
         if hasattr(config, "model_dump"):
             config = config.model_dump(mode="json")
-        answer: Dict[str, Any] = await self._call("deploy", config, dry_run, no_cache)
+        # JSON text goes in as written, as the synchronous client sends it.
+        args_json = b"".join((b'{"config":', _c_json(config, "config"), b',"dry_run":',
+                              b"true" if dry_run else b"false", b',"no_cache":',
+                              b"true" if no_cache else b"false", b"}"))
+        answer: Dict[str, Any] = await _complete(self, self._require(), b"deploy", args_json)
         return answer
 
     async def mutate(self, decky_id: str, services: List[str], *,
                      dry_run: bool = False) -> Dict[str, Any]:
         """``POST /mutate``."""
-        answer: Dict[str, Any] = await self._call("mutate", decky_id, list(services), dry_run)
-        return answer
+        return await self._rpc(b"mutate", {"decky_id": decky_id, "services": list(services),
+                                           "dry_run": bool(dry_run)})
 
     async def teardown(self, decky_id: Optional[str] = None) -> Dict[str, Any]:
         """``POST /teardown`` (None: every decky)."""
-        answer: Dict[str, Any] = await self._call("teardown", decky_id)
-        return answer
+        return await self._rpc(b"teardown", {"decky_id": decky_id})
 
     async def self_destruct(self) -> Dict[str, Any]:
         """``POST /self-destruct``."""
-        answer: Dict[str, Any] = await self._call("self_destruct")
-        return answer
+        return await self._rpc(b"self-destruct")
 
     async def apply_topology(self, hydrated: Dict[str, Any], version_hash: str) -> Dict[str, Any]:
         """``POST /topology/apply`` (the library checks ``version_hash`` against its own)."""
-        answer: Dict[str, Any] = await self._call("apply_topology", hydrated, version_hash)
-        return answer
+        # A string holding the JSON text: sent verbatim, as the synchronous client does.
+        text = _c_json(hydrated, "hydrated").decode("utf-8")
+        return await self._rpc(b"apply-topology", {"hydrated": text,
+                                                   "version_hash": version_hash})
 
     async def teardown_topology(self, topology_id: str) -> Dict[str, Any]:
         """``POST /topology/teardown``."""
-        answer: Dict[str, Any] = await self._call("teardown_topology", topology_id)
-        return answer
+        return await self._rpc(b"teardown-topology", {"topology_id": topology_id})
 
     async def get_topology_state(self) -> Dict[str, Any]:
         """``GET /topology/state``."""
-        answer: Dict[str, Any] = await self._call("topology_state")
-        return answer
+        return await self._rpc(b"topology-state")
 
     def __repr__(self) -> str:
         return (f"AgentClient(name={self._host_name!r}, address={self._address!r}, "

@@ -283,3 +283,22 @@ def _call_for_json(function: Any, *args: Any) -> Dict[str, Any]:
 
 #: ``json.loads`` without its keyword handling, for every answer.
 _decode_json = json.JSONDecoder().decode
+
+
+def _error_from_json(error: Dict[str, Any]) -> DecnetError:
+    """The typed exception for one host's error object (see :class:`HostResult`)."""
+    code = int(error.get("code", 0))
+    cls = _ERROR_CLASSES.get(code, DecnetError)
+    kw: Dict[str, Any] = {"code": code, "kind": error.get("kind") or _result_name(code)}
+    if cls is HTTPStatusError:
+        kw["status"] = int(error.get("http_status") or 0)
+        kw["body"] = error.get("body")
+    elif cls is PinMismatchError:
+        kw["expected"] = error.get("expected_fingerprint")
+        kw["actual"] = error.get("actual_fingerprint")
+    elif cls is ConnectionLostError:
+        kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
+    elif cls is AgentTimeoutError:
+        kw["phase"] = error.get("timeout_phase")
+        kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
+    return cls(error.get("message") or kw["kind"], **kw)

@@ -21,18 +21,7 @@ from ._native import (
     lib,
 )
 from .client import HandshakeCounts, _handshake_counts, _set_resumption
-from .errors import (
-    _ERROR_CLASSES,
-    AgentTimeoutError,
-    ConnectionLostError,
-    DecnetError,
-    HTTPStatusError,
-    PinMismatchError,
-    _check,
-    _result_name,
-    _take_string,
-    last_error,
-)
+from .errors import DecnetError, _check, _error_from_json, _take_string, last_error
 from .identity import Identity
 
 
@@ -51,25 +40,6 @@ def _deadline_ms(seconds: float) -> int:
     if ms == 0:
         raise _invalid("deadline", "must be greater than zero")
     return ms
-
-
-def _error_from_json(error: Dict[str, Any]) -> DecnetError:
-    """The typed exception for one host's error object (see :class:`HostResult`)."""
-    code = int(error.get("code", 0))
-    cls = _ERROR_CLASSES.get(code, DecnetError)
-    kw: Dict[str, Any] = {"code": code, "kind": error.get("kind") or _result_name(code)}
-    if cls is HTTPStatusError:
-        kw["status"] = int(error.get("http_status") or 0)
-        kw["body"] = error.get("body")
-    elif cls is PinMismatchError:
-        kw["expected"] = error.get("expected_fingerprint")
-        kw["actual"] = error.get("actual_fingerprint")
-    elif cls is ConnectionLostError:
-        kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
-    elif cls is AgentTimeoutError:
-        kw["phase"] = error.get("timeout_phase")
-        kw["may_have_reached_worker"] = bool(error.get("may_have_reached_worker"))
-    return cls(error.get("message") or kw["kind"], **kw)
 
 
 class HostResult:

@@ -184,3 +184,113 @@ def test_leaving_async_for_early_stops_the_sweep(start_worker, rsa_bundle, ident
     first = asyncio.run(main())
     assert first.ok and first.index == 0 and first.result == {"status": "ok"}
     assert workers[2].ledger == [], "a host after the stop was contacted"
+
+
+def _completion_threads() -> list:
+    """The nice values of this process's completion threads (named by the library)."""
+    values = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                if comm.read().strip() != "decnet-completi":
+                    continue
+            values.append(os.getpriority(os.PRIO_PROCESS, int(task)))
+        except OSError:  # the thread ended meanwhile
+            continue
+    return values
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and per-thread nice")
+def test_agent_calls_complete_on_the_librarys_threads_not_the_pool(start_worker, rsa_bundle,
+                                                                  master, monkeypatch):
+    workers = [start_worker(rsa_bundle) for _ in range(4)]
+    for w in workers:
+        w.set_fault("stall", 0.3)
+
+    def no_pool():
+        raise AssertionError("an agent call used the thread pool")
+
+    monkeypatch.setattr(aio, "_executor", no_pool)
+    seen = []
+
+    async def one(worker):
+        async with aio.AgentClient(worker.host_record(), identity=master) as agent:
+            return await agent.health()
+
+    async def main():
+        gathered = asyncio.gather(*(one(w) for w in workers))
+        await asyncio.sleep(0.2)  # the calls are running
+        seen.extend(_completion_threads())
+        return _thread_nice(), await gathered
+
+    on_loop, answers = asyncio.run(main())
+    assert answers == [{"status": "ok"}] * 4
+    assert 1 <= len(seen) <= aio._max_workers, seen
+    assert set(seen) == {min(19, on_loop + 10)}, (seen, on_loop)
+    assert [[path for _, path, _ in w.ledger] for w in workers] == [["/health"]] * 4
+
+
+def test_a_cancelled_call_still_queued_is_never_sent(worker, master):
+    worker.set_fault("stall", 0.8)
+    aio.set_max_workers(1)  # the second call waits for the first one's thread
+
+    async def main():
+        async with aio.AgentClient(worker.host_record(), identity=master) as agent:
+            first = asyncio.ensure_future(agent.health())
+            queued = asyncio.ensure_future(agent.self_destruct())
+            await asyncio.sleep(0.3)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            answer = await first
+            await asyncio.sleep(0.5)  # time for a wrongly started call to arrive
+            return answer
+
+    try:
+        assert asyncio.run(main()) == {"status": "ok"}
+    finally:
+        aio.set_max_workers(min(64, 4 * (os.cpu_count() or 1)))
+    assert [path for _, path, _ in worker.ledger] == ["/health"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_loop_gone_with_a_call_in_flight_frees_its_queue_once_the_call_ends(worker, master):
+    import gc
+
+    worker.set_fault("stall", 0.5)
+
+    async def main():
+        agent = aio.AgentClient(worker.host_record(), identity=master)
+        await agent.__aenter__()
+        asyncio.ensure_future(agent.health())  # still running when asyncio.run ends
+        await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _completion_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _completion_threads() == [], "completion threads outlived their loop's queue"
+    assert [path for _, path, _ in worker.ledger] == ["/health"]
+
+
+def test_agent_errors_from_completions_keep_their_classes(start_worker, rsa_bundle, master,
+                                                          free_port):
+    worker = start_worker(rsa_bundle)
+    worker.set_fault("server_error")
+
+    async def main():
+        async with aio.AgentClient(worker.host_record(), identity=master) as agent:
+            with pytest.raises(aio.HTTPStatusError) as http:
+                await agent.deploy('{"deckies": [{"name": "d1"}]}')
+            with pytest.raises(dac.InvalidArgumentError):
+                await agent.mutate(7, ["ssh"])  # type: ignore[arg-type]
+        refused = aio.AgentClient(address="127.0.0.1", agent_port=free_port, identity=master)
+        with pytest.raises(dac.ConnectError) as connect:
+            await refused.__aenter__()
+        return http.value, connect.value
+
+    http, connect = asyncio.run(main())
+    assert http.status == 500 and isinstance(http, dac.HTTPStatusError)
+    assert connect.kind == "connect"
+    assert [path for _, path, _ in worker.ledger] == ["/deploy"]
