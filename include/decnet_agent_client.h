@@ -344,6 +344,23 @@ typedef struct decnet_handshake_counts {
 } decnet_handshake_counts;
 
 /**
+ * Per-call sweep options. Zero in a field means "the fleet's setting".
+ */
+typedef struct decnet_sweep_options {
+  /**
+   * Hosts in flight at once (worker threads), 1 to 4096; 0: the fleet's
+   * default (64 unless `decnet_fleet_set_concurrency` changed it).
+   */
+  size_t concurrency;
+  /**
+   * Milliseconds after which every unfinished host reports a timeout
+   * and the call returns; 0: the fleet's default (none unless
+   * `decnet_fleet_set_deadline_ms` set one).
+   */
+  uint64_t deadline_ms;
+} decnet_sweep_options;
+
+/**
  * A fleet's connection budget and what it did.
  */
 typedef struct decnet_connection_budget {
@@ -360,23 +377,6 @@ typedef struct decnet_connection_budget {
    */
   uint64_t evictions;
 } decnet_connection_budget;
-
-/**
- * Per-call sweep options. Zero in a field means "the fleet's setting".
- */
-typedef struct decnet_sweep_options {
-  /**
-   * Hosts in flight at once (worker threads), 1 to 4096; 0: the fleet's
-   * default (64 unless `decnet_fleet_set_concurrency` changed it).
-   */
-  size_t concurrency;
-  /**
-   * Milliseconds after which every unfinished host reports a timeout
-   * and the call returns; 0: the fleet's default (none unless
-   * `decnet_fleet_set_deadline_ms` set one).
-   */
-  uint64_t deadline_ms;
-} decnet_sweep_options;
 
 /**
  * Called once per host as it completes, with that host's result as a
@@ -711,11 +711,37 @@ void decnet_completions_free_client(const struct decnet_completions *completions
                                     struct decnet_client *client);
 
 /**
+ * Starts a sweep of `fleet` on the queue's threads and returns at once:
+ * `rpc`, `plan_json` and `options` as in `decnet_fleet_call` (checked
+ * now: an error queues nothing). As hosts complete, each one's result
+ * object comes from `decnet_completions_pop` under `tag` with `outcome`
+ * `"progress"` (`result`: the host's result, as `decnet_fleet_call`'s
+ * callback gets it); last comes the sweep's own completion, `"ok"` with
+ * `result` the array `decnet_fleet_call` returns (every planned host, in
+ * plan order), or `"error"`. The sweep's deadline counts from when a
+ * thread starts it. `decnet_completions_withdraw` on a running sweep stops
+ * it: no host starts after the next result. The fleet may be freed while
+ * the sweep runs.
+ *
+ * Results: `DECNET_OK` (queued); `DECNET_ERR_NULL_ARGUMENT`;
+ * `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC, malformed plan, unknown or
+ * repeated host, bad options, a tag in use: nothing was queued);
+ * `DECNET_ERR_INTERNAL`; `DECNET_ERR_PANIC`.
+ * Thread-safe.
+ */
+enum decnet_result decnet_fleet_submit(const struct decnet_fleet *fleet,
+                                       const struct decnet_completions *completions,
+                                       const char *rpc,
+                                       const char *plan_json,
+                                       const struct decnet_sweep_options *options,
+                                       uint64_t tag);
+
+/**
  * Takes back the queued call with `tag` if no thread has started it.
  * `*out_withdrawn` true: nothing of it was sent, no completion will come
  * and the tag is free again; false: it is running or done, and its
  * completion comes (or came) from `decnet_completions_pop`, or no call has
- * that tag.
+ * that tag. A running sweep (`decnet_fleet_submit`) is asked to stop.
  *
  * Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
  * Thread-safe.
@@ -725,10 +751,10 @@ enum decnet_result decnet_completions_withdraw(const struct decnet_completions *
                                                bool *out_withdrawn);
 
 /**
- * Takes the oldest finished call. When one was waiting, `*out_tag` is its
- * tag and `*out_json` a JSON object: `tag`, `elapsed_ms`, `outcome`
- * (`"ok"` or `"error"`), and `result` (the worker's answer; null for
- * `connect`) or `error` (`kind`, `code`, `message`, `http_status`,
+ * Takes the oldest finished call (or a sweep's step). When one was
+ * waiting, `*out_tag` is its tag and `*out_json` a JSON object: `tag`,
+ * `elapsed_ms`, `outcome` (`"ok"`, `"error"`, or a sweep's `"progress"`),
+ * and `result` (the worker's answer; null for `connect`) or `error` (`kind`, `code`, `message`, `http_status`,
  * `body`, ... as a `decnet_fleet_call` host's error). When none was
  * waiting, `*out_json` is NULL and `*out_tag` 0, and the descriptor's
  * readiness is reset. Never blocks on the queue's threads.
@@ -804,7 +830,8 @@ enum decnet_result decnet_fleet_new(const struct decnet_identity *identity,
 /**
  * Frees a fleet and closes its connections. NULL is a no-op. No sweep
  * thread outlives the call that started it, so nothing of this fleet
- * runs afterwards.
+ * runs afterwards; a sweep started by `decnet_fleet_submit` keeps the
+ * fleet's clients until it ends.
  *
  * Call once per fleet, after every call using it has returned.
  */

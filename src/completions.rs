@@ -34,34 +34,47 @@ const THREAD_STACK_BYTES: usize = 256 * 1024;
 /// The most threads one queue may run.
 pub const MAX_COMPLETION_THREADS: usize = 1024;
 
-/// A call handed to [`Completions::submit`], or work handed to
+/// A call handed to [`Completions::submit`] or
+/// [`Completions::submit_streaming`], or work handed to
 /// [`Completions::detach`] (which posts no completion).
 enum Job {
     Call(Box<dyn FnOnce() -> Result<Value> + Send + 'static>),
+    Streaming(Box<StreamingCall>),
     Detached(Box<dyn FnOnce() + Send + 'static>),
 }
+
+/// A call that reports steps as it runs.
+type StreamingCall = dyn FnOnce(&Progress<'_>) -> Result<Value> + Send + 'static;
 
 /// Where a submitted call stands; a thread and [`Completions::withdraw`]
 /// race to move it out of `QUEUED`, and exactly one wins.
 const QUEUED: u8 = 0;
 const STARTED: u8 = 1;
 const WITHDRAWN: u8 = 2;
+/// Started, and asked to stop since (a streaming call reads it).
+const STOP_ASKED: u8 = 3;
 
-/// One finished call.
+/// One finished call, or one step a streaming call reported.
 #[derive(Debug)]
 pub struct Completion {
     /// The tag the call was submitted with.
     pub tag: u64,
-    /// From the moment a thread started the call to its end.
+    /// From the moment a thread started the call to its end (to this step,
+    /// for a step).
     pub elapsed: Duration,
-    /// The worker's answer, or the error with all its detail.
+    /// True for a step of a streaming call ([`Progress::post`]): the call
+    /// goes on, and its own completion comes later.
+    pub partial: bool,
+    /// The worker's answer (or the step's value), or the error with all
+    /// its detail.
     pub outcome: Result<Value>,
 }
 
 impl Completion {
     /// The completion as one JSON object: `tag`, `elapsed_ms`, `outcome`
-    /// (`"ok"` or `"error"`) and `result` (the answer) or `error` (as a
-    /// fleet's per-host error, see [`error_to_json`]).
+    /// (`"ok"`, `"error"`, or `"progress"` for a step) and `result` (the
+    /// answer, or the step's value) or `error` (as a fleet's per-host
+    /// error, see [`error_to_json`]).
     pub fn to_json(&self) -> Value {
         let ms = (self.elapsed.as_secs_f64() * 1e6).round() / 1e3;
         let mut object = serde_json::Map::new();
@@ -69,7 +82,8 @@ impl Completion {
         object.insert("elapsed_ms".into(), Value::from(ms));
         match &self.outcome {
             Ok(value) => {
-                object.insert("outcome".into(), "ok".into());
+                let outcome = if self.partial { "progress" } else { "ok" };
+                object.insert("outcome".into(), outcome.into());
                 object.insert("result".into(), value.clone());
             }
             Err(error) => {
@@ -84,7 +98,8 @@ impl Completion {
 /// A queue of calls run on up to `max_threads` threads of its own, started
 /// as calls need them, and of their completions.
 ///
-/// Every submitted call yields exactly one [`Completion`], unless
+/// Every submitted call yields exactly one final [`Completion`] (after
+/// the partial ones a streaming call posts), unless
 /// [`Completions::withdraw`] took it back before a thread started it (then
 /// nothing of it was sent). A tag names one call from its submission until
 /// its completion is popped (or it is withdrawn). Dropping the queue drops
@@ -206,6 +221,23 @@ impl Completions {
         tag: u64,
         job: impl FnOnce() -> Result<Value> + Send + 'static,
     ) -> Result<()> {
+        self.enqueue(tag, Job::Call(Box::new(job)))
+    }
+
+    /// Queues a call that reports steps as it goes ([`Progress::post`],
+    /// each a partial [`Completion`] under `tag`) before its own
+    /// completion, and reads [`Progress::stop_asked`] to end early. The tag
+    /// stays in use until that last completion is popped. Fails as
+    /// [`Completions::submit`] does.
+    pub fn submit_streaming(
+        &self,
+        tag: u64,
+        job: impl FnOnce(&Progress<'_>) -> Result<Value> + Send + 'static,
+    ) -> Result<()> {
+        self.enqueue(tag, Job::Streaming(Box::new(job)))
+    }
+
+    fn enqueue(&self, tag: u64, job: Job) -> Result<()> {
         let state = Arc::new(AtomicU8::new(QUEUED));
         {
             let mut calls = locked(&self.calls);
@@ -221,13 +253,8 @@ impl Completions {
             locked(&self.calls).remove(&tag);
             return Err(e);
         }
-        let queued = Queued {
-            tag,
-            state,
-            job: Job::Call(Box::new(job)),
-        };
         // The receiver lives in `shared`, which this queue holds: never fails.
-        let _ = self.jobs.send(queued);
+        let _ = self.jobs.send(Queued { tag, state, job });
         Ok(())
     }
 
@@ -285,7 +312,8 @@ impl Completions {
     /// Takes back the call with `tag` if no thread has started it: true
     /// means it was withdrawn and nothing of it was sent (no completion
     /// will come, and the tag is free again); false means it is running or
-    /// done (its completion comes or came), or no call has that tag.
+    /// done (its completion comes or came), or no call has that tag. A
+    /// running streaming call is asked to stop ([`Progress::stop_asked`]).
     pub fn withdraw(&self, tag: u64) -> bool {
         let mut calls = locked(&self.calls);
         let Some(state) = calls.get(&tag) else {
@@ -297,6 +325,8 @@ impl Completions {
         if withdrawn {
             calls.remove(&tag);
             self.shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        } else {
+            let _ = state.compare_exchange(STARTED, STOP_ASKED, Ordering::SeqCst, Ordering::SeqCst);
         }
         withdrawn
     }
@@ -318,7 +348,9 @@ impl Completions {
         };
         drop(done);
         self.shared.waiting.fetch_sub(1, Ordering::SeqCst);
-        locked(&self.calls).remove(&completion.tag);
+        if !completion.partial {
+            locked(&self.calls).remove(&completion.tag);
+        }
         Some(completion)
     }
 
@@ -338,6 +370,35 @@ impl Drop for Completions {
         // The threads skip what is still queued; dropping `jobs` (after
         // this) ends their wait for more.
         self.shared.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What a streaming call (see [`Completions::submit_streaming`]) can do
+/// while it runs on its thread.
+pub struct Progress<'a> {
+    shared: &'a Shared,
+    tag: u64,
+    state: &'a AtomicU8,
+    started: Instant,
+}
+
+impl Progress<'_> {
+    /// Posts one step: a partial completion under the call's tag.
+    pub fn post(&self, value: Value) {
+        if !self.shared.closed.load(Ordering::SeqCst) {
+            self.shared.post(Completion {
+                tag: self.tag,
+                elapsed: self.started.elapsed(),
+                partial: true,
+                outcome: Ok(value),
+            });
+        }
+    }
+
+    /// Whether the caller asked the call to stop ([`Completions::withdraw`]
+    /// after it started) or dropped the queue.
+    pub fn stop_asked(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == STOP_ASKED || self.shared.closed.load(Ordering::SeqCst)
     }
 }
 
@@ -361,20 +422,29 @@ impl Shared {
             {
                 continue; // withdrawn
             }
-            let call = match job {
-                Job::Call(call) => call,
+            let started = Instant::now();
+            let ran = match job {
+                Job::Call(call) => catch_unwind(AssertUnwindSafe(call)),
+                Job::Streaming(call) => {
+                    let progress = Progress {
+                        shared: &self,
+                        tag,
+                        state: &state,
+                        started,
+                    };
+                    catch_unwind(AssertUnwindSafe(|| call(&progress)))
+                }
                 Job::Detached(work) => {
                     let _ = catch_unwind(AssertUnwindSafe(work));
                     self.outstanding.fetch_sub(1, Ordering::SeqCst);
                     continue;
                 }
             };
-            let started = Instant::now();
-            let outcome = catch_unwind(AssertUnwindSafe(call))
-                .unwrap_or_else(|_| Err(Error::internal("the call panicked")));
+            let outcome = ran.unwrap_or_else(|_| Err(Error::internal("the call panicked")));
             let completion = Completion {
                 tag,
                 elapsed: started.elapsed(),
+                partial: false,
                 outcome,
             };
             self.outstanding.fetch_sub(1, Ordering::SeqCst);

@@ -331,3 +331,69 @@ fn detached_work_runs_on_a_completion_thread_and_posts_nothing() {
     assert!(queue.pop().is_none());
     assert!(!readable(&queue, Duration::ZERO));
 }
+
+#[test]
+fn a_streaming_call_posts_its_steps_then_its_completion_and_keeps_its_tag_until_then() {
+    let _serial = serial();
+    let queue = Completions::new(1, 0).unwrap();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    queue
+        .submit_streaming(7, move |progress| {
+            for step in 0..3 {
+                progress.post(json!({ "step": step }));
+            }
+            wait.recv_timeout(Duration::from_secs(10)).unwrap();
+            Ok(json!("done"))
+        })
+        .unwrap();
+    let steps = collect(&queue, 3);
+    assert!(steps.iter().all(|c| c.tag == 7 && c.partial));
+    assert_eq!(steps[2].to_json()["outcome"], "progress");
+    assert_eq!(steps[2].to_json()["result"], json!({"step": 2}));
+    assert_eq!(
+        queue.submit(7, || Ok(json!(null))).unwrap_err().kind(),
+        ErrorKind::InvalidArgument,
+        "the tag is in use until the last completion is popped"
+    );
+    go.send(()).unwrap();
+    let last = collect(&queue, 1).pop().unwrap();
+    assert!(!last.partial);
+    assert_eq!(last.to_json()["outcome"], "ok");
+    queue.submit(7, || Ok(json!(null))).unwrap();
+    assert_eq!(collect(&queue, 1)[0].tag, 7);
+}
+
+#[test]
+fn withdrawing_a_running_streaming_call_asks_it_to_stop() {
+    let _serial = serial();
+    let queue = Completions::new(1, 0).unwrap();
+    queue
+        .submit_streaming(1, |progress| {
+            let started = Instant::now();
+            let mut steps = 0;
+            while !progress.stop_asked() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "never asked to stop"
+                );
+                progress.post(json!(steps));
+                steps += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(json!({ "stopped_after": steps }))
+        })
+        .unwrap();
+    collect(&queue, 1); // it is running
+    assert!(!queue.withdraw(1), "a running call is not withdrawn");
+    let started = Instant::now();
+    let last = loop {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let Some(completion) = collect(&queue, 1).pop() else {
+            continue;
+        };
+        if !completion.partial {
+            break completion;
+        }
+    };
+    assert!(last.outcome.unwrap()["stopped_after"].as_u64().unwrap() >= 1);
+}

@@ -7,13 +7,14 @@ use std::os::fd::AsRawFd;
 use serde_json::Value;
 
 use super::client::decnet_client;
+use super::fleet::{decnet_fleet, decnet_sweep_options, plan_of, sweep_options};
 use super::guard::{
     self, guard, handle, optional_str, out_ptr, required_str, write_string, Failure,
 };
 use super::result::decnet_result;
 use crate::completions::Completions;
 use crate::error::Error;
-use crate::fleet::{Call, RPC_NAMES};
+use crate::fleet::{Call, Flow, RPC_NAMES};
 
 /// A completion queue: calls submitted to it run on its own threads, and
 /// their results wait in it until `decnet_completions_pop` takes them.
@@ -170,11 +171,64 @@ pub unsafe extern "C" fn decnet_completions_free_client(
     });
 }
 
+/// Starts a sweep of `fleet` on the queue's threads and returns at once:
+/// `rpc`, `plan_json` and `options` as in `decnet_fleet_call` (checked
+/// now: an error queues nothing). As hosts complete, each one's result
+/// object comes from `decnet_completions_pop` under `tag` with `outcome`
+/// `"progress"` (`result`: the host's result, as `decnet_fleet_call`'s
+/// callback gets it); last comes the sweep's own completion, `"ok"` with
+/// `result` the array `decnet_fleet_call` returns (every planned host, in
+/// plan order), or `"error"`. The sweep's deadline counts from when a
+/// thread starts it. `decnet_completions_withdraw` on a running sweep stops
+/// it: no host starts after the next result. The fleet may be freed while
+/// the sweep runs.
+///
+/// Results: `DECNET_OK` (queued); `DECNET_ERR_NULL_ARGUMENT`;
+/// `DECNET_ERR_INVALID_ARGUMENT` (unknown RPC, malformed plan, unknown or
+/// repeated host, bad options, a tag in use: nothing was queued);
+/// `DECNET_ERR_INTERNAL`; `DECNET_ERR_PANIC`.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn decnet_fleet_submit(
+    fleet: *const decnet_fleet,
+    completions: *const decnet_completions,
+    rpc: *const c_char,
+    plan_json: *const c_char,
+    options: *const decnet_sweep_options,
+    tag: u64,
+) -> decnet_result {
+    guard(|| {
+        // SAFETY: the caller's pointers follow the module's conventions.
+        let fleet = unsafe { handle(fleet, "fleet") }?;
+        let completions = unsafe { handle(completions, "completions") }?;
+        // SAFETY: forwarded contract.
+        let plan = unsafe { plan_of(fleet, rpc, plan_json) }?;
+        // SAFETY: NULL or a readable struct per the contract.
+        let options = unsafe { sweep_options(options) };
+        let sweep = fleet
+            .inner
+            .prepare_sweep(plan, options)
+            .map_err(|e| Failure::from(e).argument_named("plan", "plan_json"))?;
+        completions.inner.submit_streaming(tag, move |progress| {
+            let results = sweep.run(|result| {
+                progress.post(result.to_json());
+                if progress.stop_asked() {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })?;
+            Ok(Value::Array(results.iter().map(|r| r.to_json()).collect()))
+        })?;
+        Ok(())
+    })
+}
+
 /// Takes back the queued call with `tag` if no thread has started it.
 /// `*out_withdrawn` true: nothing of it was sent, no completion will come
 /// and the tag is free again; false: it is running or done, and its
 /// completion comes (or came) from `decnet_completions_pop`, or no call has
-/// that tag.
+/// that tag. A running sweep (`decnet_fleet_submit`) is asked to stop.
 ///
 /// Results: `DECNET_OK`, `DECNET_ERR_NULL_ARGUMENT`, `DECNET_ERR_PANIC`.
 /// Thread-safe.
@@ -194,10 +248,10 @@ pub unsafe extern "C" fn decnet_completions_withdraw(
     })
 }
 
-/// Takes the oldest finished call. When one was waiting, `*out_tag` is its
-/// tag and `*out_json` a JSON object: `tag`, `elapsed_ms`, `outcome`
-/// (`"ok"` or `"error"`), and `result` (the worker's answer; null for
-/// `connect`) or `error` (`kind`, `code`, `message`, `http_status`,
+/// Takes the oldest finished call (or a sweep's step). When one was
+/// waiting, `*out_tag` is its tag and `*out_json` a JSON object: `tag`,
+/// `elapsed_ms`, `outcome` (`"ok"`, `"error"`, or a sweep's `"progress"`),
+/// and `result` (the worker's answer; null for `connect`) or `error` (`kind`, `code`, `message`, `http_status`,
 /// `body`, ... as a `decnet_fleet_call` host's error). When none was
 /// waiting, `*out_json` is NULL and `*out_tag` 0, and the descriptor's
 /// readiness is reset. Never blocks on the queue's threads.

@@ -14,7 +14,7 @@ use super::guard::{
 };
 use super::identity::decnet_identity;
 use super::result::decnet_result;
-use crate::fleet::{Fleet, Flow, SweepOptions};
+use crate::fleet::{Call, Fleet, Flow, HostId, SweepOptions};
 
 /// Many worker agents driven as one. Opaque.
 ///
@@ -22,7 +22,7 @@ use crate::fleet::{Fleet, Flow, SweepOptions};
 /// the connections the first one opened. Thread-safe: sweeps may run from
 /// several threads at once.
 pub struct decnet_fleet {
-    inner: Fleet,
+    pub(super) inner: Fleet,
 }
 
 /// Per-call sweep options. Zero in a field means "the fleet's setting".
@@ -89,7 +89,8 @@ pub unsafe extern "C" fn decnet_fleet_new(
 
 /// Frees a fleet and closes its connections. NULL is a no-op. No sweep
 /// thread outlives the call that started it, so nothing of this fleet
-/// runs afterwards.
+/// runs afterwards; a sweep started by `decnet_fleet_submit` keeps the
+/// fleet's clients until it ends.
 ///
 /// Call once per fleet, after every call using it has returned.
 #[no_mangle]
@@ -347,22 +348,10 @@ pub unsafe extern "C" fn decnet_fleet_call(
         // SAFETY: the caller's pointers follow the module's conventions.
         let slot = unsafe { out_ptr(out_results_json, "out_results_json") }?;
         let fleet = unsafe { handle(fleet, "fleet") }?;
-        let rpc = unsafe { required_str(rpc, "rpc") }?;
-        let plan = match unsafe { optional_str(plan_json, "plan_json") }? {
-            Some(text) => Some(crate::json::from_str(text).map_err(|e| {
-                Failure::Library(crate::Error::invalid(
-                    "plan_json",
-                    format!("malformed JSON: {e}"),
-                ))
-            })?),
-            None => None,
-        };
+        // SAFETY: forwarded contract.
+        let plan = unsafe { plan_of(fleet, rpc, plan_json) }?;
         // SAFETY: NULL or a readable struct per the contract.
         let options = unsafe { sweep_options(options) };
-        let plan = fleet
-            .inner
-            .plan_from_json(rpc, plan.as_ref())
-            .map_err(|e| Failure::from(e).argument_named("plan", "plan_json"))?;
         let results = fleet.inner.sweep(plan, options, |result| {
             // SAFETY: the caller's callback and user data, on its thread.
             unsafe { call_back(callback, user_data, &result.to_json()) }
@@ -436,6 +425,32 @@ pub(super) unsafe fn sweep_options(options: *const decnet_sweep_options) -> Swee
             deadline: (o.deadline_ms > 0).then(|| Duration::from_millis(o.deadline_ms)),
         },
     }
+}
+
+/// Reads the RPC and plan of `decnet_fleet_call` and `decnet_fleet_submit`.
+///
+/// # Safety
+/// `rpc` and `plan_json` as in `required_str` and `optional_str`.
+pub(super) unsafe fn plan_of(
+    fleet: &decnet_fleet,
+    rpc: *const c_char,
+    plan_json: *const c_char,
+) -> Result<Vec<(HostId, Call)>, Failure> {
+    // SAFETY: forwarded contract.
+    let rpc = unsafe { required_str(rpc, "rpc") }?;
+    let plan = match unsafe { optional_str(plan_json, "plan_json") }? {
+        Some(text) => Some(crate::json::from_str(text).map_err(|e| {
+            Failure::Library(crate::Error::invalid(
+                "plan_json",
+                format!("malformed JSON: {e}"),
+            ))
+        })?),
+        None => None,
+    };
+    fleet
+        .inner
+        .plan_from_json(rpc, plan.as_ref())
+        .map_err(|e| Failure::from(e).argument_named("plan", "plan_json"))
 }
 
 /// Hands `result` to the caller's `callback` (if any) as JSON text and

@@ -367,11 +367,15 @@ impl Fleet {
         options: SweepOptions,
         on_result: impl FnMut(&HostResult) -> Flow,
     ) -> Result<Vec<HostResult>> {
-        let Settings {
-            concurrency,
-            deadline,
-            niceness,
-        } = self.settings(options)?;
+        self.prepare_sweep(plan, options)?.run(on_result)
+    }
+
+    /// Checks `plan` and `options` as [`Fleet::sweep`] does, without
+    /// traffic, and returns the sweep ready to run, on any thread, with
+    /// [`Sweep::run`] (its deadline counts from then). It holds what it
+    /// needs of the fleet, which may be dropped meanwhile.
+    pub fn prepare_sweep(&self, plan: Vec<(HostId, Call)>, options: SweepOptions) -> Result<Sweep> {
+        let settings = self.settings(options)?;
         let mut seen = vec![None; self.clients.len()];
         let mut jobs = Vec::with_capacity(plan.len());
         for (position, (id, call)) in plan.into_iter().enumerate() {
@@ -395,32 +399,11 @@ impl Fleet {
                 cutoff: None,
             });
         }
-        let started = Instant::now();
-        let cutoff = deadline.map(|d| started + d);
-        for job in &mut jobs {
-            job.cutoff = cutoff;
-        }
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        events::emit(Level::Info, || {
-            Event::new(Level::Info, "fleet.sweep.started")
-                .with("hosts", jobs.len())
-                .with("concurrency", concurrency.min(jobs.len()))
-                .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
-        });
-        let limits = Limits {
-            // Never more calls at once than the connection budget.
-            concurrency: concurrency.min(self.budget.limit()),
-            cutoff,
-            thread_name: "decnet-fleet",
-            niceness,
-        };
-        let ended = engine::run(jobs, limits, on_result)?;
-        events::emit(Level::Info, || {
-            result::sweep_ended(&ended.results, started.elapsed(), ended.stopped)
-        });
-        Ok(ended.results)
+        Ok(Sweep {
+            jobs,
+            settings,
+            budget_limit: self.budget.limit(),
+        })
     }
 
     /// The settings of a sweep run with `options`, checked.
@@ -463,6 +446,62 @@ pub(crate) fn check_deadline(deadline: Option<Duration>) -> Result<()> {
     match deadline {
         Some(d) if d.is_zero() => Err(Error::invalid("deadline", "must be greater than zero")),
         _ => Ok(()),
+    }
+}
+
+/// A sweep checked by [`Fleet::prepare_sweep`], ready to run.
+pub struct Sweep {
+    jobs: Vec<HostJob>,
+    settings: Settings,
+    budget_limit: usize,
+}
+
+impl std::fmt::Debug for Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sweep({} hosts)", self.jobs.len())
+    }
+}
+
+impl Sweep {
+    /// Runs the sweep on this thread, with the guarantees of
+    /// [`Fleet::sweep`]; the deadline counts from now.
+    pub fn run(self, on_result: impl FnMut(&HostResult) -> Flow) -> Result<Vec<HostResult>> {
+        let Sweep {
+            mut jobs,
+            settings:
+                Settings {
+                    concurrency,
+                    deadline,
+                    niceness,
+                },
+            budget_limit,
+        } = self;
+        let started = Instant::now();
+        let cutoff = deadline.map(|d| started + d);
+        for job in &mut jobs {
+            job.cutoff = cutoff;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        events::emit(Level::Info, || {
+            Event::new(Level::Info, "fleet.sweep.started")
+                .with("hosts", jobs.len())
+                .with("concurrency", concurrency.min(jobs.len()))
+                .with("deadline_ms", deadline.map(|d| d.as_millis() as u64))
+        });
+        let limits = Limits {
+            // Never more calls at once than the connection budget.
+            concurrency: concurrency.min(budget_limit),
+            cutoff,
+            thread_name: "decnet-fleet",
+            niceness,
+        };
+        let ended = engine::run(jobs, limits, on_result)?;
+        events::emit(Level::Info, || {
+            result::sweep_ended(&ended.results, started.elapsed(), ended.stopped)
+        });
+        Ok(ended.results)
     }
 }
 

@@ -1769,6 +1769,16 @@ static void test_coverage(void) {
 }
 
 #include "boundary_updater.h"
+/* A fleet of the ok worker alone, or NULL (the failure is recorded). */
+static decnet_fleet *fleet_of_ok_host(const decnet_identity *identity, const char *what) {
+    char hosts[4096];
+    snprintf(hosts, sizeof hosts, "[%s]", g_host_ok);
+    decnet_fleet *fleet = NULL;
+    decnet_result rc = decnet_fleet_new(identity, hosts, DECNET_HOSTNAME_ON, &fleet);
+    expect_ok(fmt("fleet for %s", what), rc);
+    return rc == DECNET_OK ? fleet : NULL;
+}
+
 #include "completions_boundary.h"
 #include "fleet_boundary.h"
 #include "updater_fleet_boundary.h"

@@ -97,6 +97,72 @@ static void test_completions_arguments(decnet_completions *queue, decnet_client 
     EXPECT_NULL("decnet_completions_pop", "out_json", decnet_completions_pop(queue, &tag, NULL), tag == 0);
 }
 
+/* decnet_fleet_submit: the argument checks, then a real sweep of one host
+ * through the queue: its step, then its own completion with every
+ * host's result. */
+static void test_fleet_submit(const decnet_identity *identity, decnet_completions *queue, int fd) {
+    decnet_fleet *fleet = fleet_of_ok_host(identity, "decnet_fleet_submit");
+    if (fleet == NULL) {
+        return;
+    }
+    decnet_result rc;
+    cover("call", "decnet_fleet_submit", NULL);
+    EXPECT_NULL("decnet_fleet_submit", "fleet", decnet_fleet_submit(NULL, queue, "health", NULL, NULL, 1), true);
+    EXPECT_NULL("decnet_fleet_submit", "completions", decnet_fleet_submit(fleet, NULL, "health", NULL, NULL, 1),
+                true);
+    EXPECT_NULL("decnet_fleet_submit", "rpc", decnet_fleet_submit(fleet, queue, NULL, NULL, NULL, 1), true);
+    EXPECT_UTF8("decnet_fleet_submit", "rpc", decnet_fleet_submit(fleet, queue, BAD_UTF8, NULL, NULL, 1), true);
+    EXPECT_UTF8("decnet_fleet_submit", "plan_json", decnet_fleet_submit(fleet, queue, "health", BAD_UTF8, NULL, 1),
+                true);
+    EXPECT_BAD_JSON("decnet_fleet_submit", "plan_json", "plan_json",
+                    decnet_fleet_submit(fleet, queue, "health", "[0,", NULL, 1), true);
+    rc = decnet_fleet_submit(fleet, queue, "health", "[5]", NULL, 1);
+    expect_error("decnet_fleet_submit(an unknown host)", rc, DECNET_ERR_INVALID_ARGUMENT, "plan[0].host");
+    cover("null", "decnet_fleet_submit", "options");
+    expect_null_allowed("decnet_fleet_submit", "plan_json",
+                        decnet_fleet_submit(fleet, queue, "health", NULL, NULL, 1));
+    decnet_sweep_options options = {1, 10000};
+    expect_ok("decnet_fleet_submit(status, [0], options)",
+              decnet_fleet_submit(fleet, queue, "status", "[0]", &options, 2));
+    /* The fleet may go while its sweeps run. */
+    decnet_fleet_free(fleet);
+    char *texts[8] = {NULL};
+    /* Tags 1 and 2 each post one step, then their own completion: the step
+     * lands in texts[tag], the last one is counted here. */
+    int steps = 0, ends = 0;
+    for (int waited = 0; (steps < 2 || ends < 2) && waited < 300; waited++) {
+        if (!fd_readable(fd, 100)) {
+            continue;
+        }
+        uint64_t tag = 0;
+        char *json = NULL;
+        while (decnet_completions_pop(queue, &tag, &json) == DECNET_OK && json != NULL) {
+            bool step = strstr(json, "\"outcome\":\"progress\"") != NULL;
+            if (step) {
+                steps++;
+                CHECK(tag < 8 && texts[tag] == NULL, "one step per tag");
+                if (tag < 8 && texts[tag] == NULL) {
+                    texts[tag] = json;
+                    json = NULL;
+                }
+            } else {
+                ends++;
+                CHECK(strstr(json, "\"outcome\":\"ok\"") && strstr(json, "\"result\":[{"),
+                      fmt("a sweep ends with every host's result: %s", json));
+            }
+            decnet_string_free(json);
+        }
+    }
+    CHECK(steps == 2 && ends == 2, fmt("2 steps and 2 ends came (got %d, %d)", steps, ends));
+    CHECK(texts[1] && strstr(texts[1], "\"index\":0") && strstr(texts[1], "\"status\":\"ok\""),
+          fmt("the health step is the host's result: %s", texts[1] ? texts[1] : "(none)"));
+    CHECK(texts[2] && strstr(texts[2], "\"deployed\""),
+          fmt("the status step holds the worker's answer: %s", texts[2] ? texts[2] : "(none)"));
+    for (size_t i = 0; i < 8; i++) {
+        decnet_string_free(texts[i]);
+    }
+}
+
 static void test_completions_boundary(const decnet_identity *identity) {
     decnet_result rc;
     cover("call", "decnet_completions_new", NULL);
@@ -168,6 +234,7 @@ static void test_completions_boundary(const decnet_identity *identity) {
         decnet_string_free(texts[i]);
         texts[i] = NULL;
     }
+    test_fleet_submit(identity, queue, fd);
 
     /* A full queue of one thread: the second call can be withdrawn. */
     decnet_completions *single = NULL;

@@ -227,14 +227,11 @@ static void test_updater_fleet_boundary(const decnet_identity *identity) {
 }
 
 static void test_deploy_sharded_boundary(const decnet_identity *identity) {
-    char hosts[4096];
-    snprintf(hosts, sizeof hosts, "[%s]", g_host_ok);
-    decnet_fleet *fleet = NULL;
-    decnet_result rc = decnet_fleet_new(identity, hosts, DECNET_HOSTNAME_ON, &fleet);
-    expect_ok("fleet for the sharded deploy", rc);
-    if (rc != DECNET_OK) {
+    decnet_fleet *fleet = fleet_of_ok_host(identity, "the sharded deploy");
+    if (fleet == NULL) {
         return;
     }
+    decnet_result rc;
     const char *d = "decnet_fleet_deploy_sharded";
     const char *config = "{\"mode\":\"swarm\",\"deckies\":[{\"name\":\"d1\",\"services\":[\"ssh\"],"
                          "\"host_uuid\":\"uuid-ok\"}]}";
