@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--cpus", default="",
                         help="CPUs for this process: the loop and the sweep's threads")
     parser.add_argument("--sweep-niceness", type=int, default=None,
-                        help="AsyncFleet's sweep_niceness (default: its own)")
+                        help="AsyncFleet's sweep_niceness, 10 to 19 (default: its own, 10)")
     args = parser.parse_args()
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})

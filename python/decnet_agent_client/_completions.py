@@ -23,11 +23,12 @@ import threading
 import time
 import weakref
 from ctypes import byref, c_bool, c_int, c_uint64
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
-from ._native import DECNET_OK, _CompletionsPtr, _OwnedStr, lib
+from ._native import DECNET_OK, _CompletionsPtr, _CSweepOptions, _OwnedStr, lib
 from .client import Client
 from .errors import InternalError, _check, _decode_json, _error_from_json, last_error
+from .fleet import Fleet
 
 _string_at = ctypes.string_at
 _clock = time.perf_counter
@@ -56,7 +57,8 @@ class CompletionQueue:
         self._pointer = pointer
         self.threads = threads
         self._tags = itertools.count(1)
-        self._waiting: Dict[int, "asyncio.Future[Any]"] = {}
+        # A call's future, or a sweep's queue of completions (steps, then its own).
+        self._waiting: Dict[int, Any] = {}
         self._loop = weakref.ref(loop)
         self._burst_started: Optional[float] = None
         self._freed = False
@@ -137,6 +139,26 @@ class CompletionQueue:
                 self._withdraw(tag)
             raise
 
+    def start_sweep(self, fleet: Fleet, rpc: bytes, plan_json: Optional[bytes],
+                    options: _CSweepOptions) -> "Tuple[int, asyncio.Queue[Dict[str, Any]]]":
+        """Starts a sweep of ``fleet`` on the library's threads: its tag, and a queue of its
+        completions as JSON objects (``"progress"`` for each host, then its own). Stop it
+        (or forget it) with :meth:`stop`."""
+        tag = next(self._tags)
+        with fleet._handle as pointer:
+            result = lib.decnet_fleet_submit(pointer, self._pointer, rpc, plan_json,
+                                             byref(options), tag)
+        if result != DECNET_OK:
+            raise last_error(result)
+        items: "asyncio.Queue[Dict[str, Any]]" = asyncio.Queue()
+        self._waiting[tag] = items
+        return tag, items
+
+    def stop(self, tag: int) -> None:
+        """Forgets the call or sweep ``tag``: withdrawn if no thread started it; a running
+        sweep starts no more hosts; what it still posts is dropped."""
+        self._withdraw(tag)
+
     def _withdraw(self, tag: int) -> None:
         # Forgotten either way: a completion with no future waiting is dropped (and a
         # cancelled future kept here would keep its loop alive through this queue).
@@ -159,17 +181,24 @@ class CompletionQueue:
                 text = _string_at(out)
             finally:
                 lib.decnet_string_free(out)
-            future = self._waiting.pop(tag.value, None)
-            if future is None or future.done():
-                continue  # cancelled while running: its answer is dropped
             try:
                 raw = _decode_json(text.decode("utf-8"))
-                if raw["outcome"] == "ok":
-                    future.set_result(raw["result"])
-                else:
-                    future.set_exception(_error_from_json(raw["error"]))
-            except (ValueError, KeyError) as error:
-                future.set_exception(InternalError(f"unreadable completion: {error}", code=12))
+                outcome = raw["outcome"]
+            except (ValueError, KeyError, TypeError) as error:
+                raw, outcome = InternalError(f"unreadable completion: {error}", code=12), None
+            waiting = (self._waiting.get(tag.value) if outcome == "progress"
+                       else self._waiting.pop(tag.value, None))
+            if isinstance(waiting, asyncio.Queue):
+                waiting.put_nowait(raw)  # a sweep's step or end, read by its iterator
+            elif waiting is None or waiting.done():
+                continue  # cancelled while running: its answer is dropped
+            elif outcome == "ok":
+                waiting.set_result(raw["result"])
+            elif outcome == "error":
+                waiting.set_exception(_error_from_json(raw["error"]))
+            else:
+                waiting.set_exception(raw if isinstance(raw, BaseException) else InternalError(
+                    f"unexpected completion outcome {outcome!r}", code=12))
 
 
 _queues: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CompletionQueue]" = (

@@ -198,6 +198,10 @@ _SIGNATURES: Dict[str, "tuple[Any, List[Any]]"] = {
     "decnet_completions_pop": (_Result, [_CompletionsPtr, POINTER(c_uint64), POINTER(_OwnedStr)]),
     "decnet_completions_free": (None, [_CompletionsPtr]),
     "decnet_completions_free_client": (None, [_CompletionsPtr, _ClientPtr]),
+    "decnet_fleet_submit": (
+        _Result,
+        [_FleetPtr, _CompletionsPtr, c_char_p, c_char_p, POINTER(_CSweepOptions), c_uint64],
+    ),
     "decnet_client_describe": (_Result, [_ClientPtr, POINTER(_OwnedStr)]),
     "decnet_client_free": (None, [_ClientPtr]),
     "decnet_client_get_timeouts": (_Result, [_ClientPtr, c_uint32, POINTER(_CTimeouts)]),

@@ -9,13 +9,13 @@ constructors, methods and return shapes of the reference's
         await agent.health()
 
 The worker's pin is checked inside every TLS handshake (no probe
-connection). An :class:`AgentClient` call runs on the library's own threads
-and completes through a file descriptor the loop watches (``add_reader``):
-no Python runs on another thread, so the loop never waits for the GIL.
-Updater calls and fleet sweeps run on a bounded thread pool. Both are
-bounded by :func:`set_max_workers` (default 4 threads per core, at most 64),
-and the library's threads run 10 nice levels below the loop's (Linux), so
-their TLS work yields it the CPU.
+connection). An :class:`AgentClient` call and an :class:`AsyncFleet` sweep
+run on the library's own threads and complete through a file descriptor the
+loop watches (``add_reader``): no Python runs on another thread, so the loop
+never waits for the GIL. Updater calls run on a bounded thread pool. Both
+are bounded by :func:`set_max_workers` (default 4 threads per core, at most
+64), and the library's threads run 10 nice levels below the loop's (Linux),
+so their TLS work yields it the CPU.
 
 Cancellation: cancelling the awaiting task returns at once with
 ``CancelledError``, but a call already started runs to its end on its
@@ -45,13 +45,16 @@ import pathlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import (Any, AsyncGenerator, AsyncIterator, Callable, Dict, List, Optional, Tuple,
+                    TypeVar, Union, cast)
 
 from . import _completions
 from . import errors as _errors
-from ._convert import _c_json
+from ._convert import _c_json, _c_text
 from .client import Client
-from .fleet import Fleet, HostResult, _Plan
+from .errors import _error_from_json
+from .fleet import Fleet, HostResult, _Plan, _plan_json
+from .fleet import _options as _sweep_options
 from .identity import Identity
 from .updater import UpdaterClient as _SyncUpdater
 
@@ -535,20 +538,30 @@ class UpdaterClient(_AsyncOwner):
 
 class AsyncFleet:
     """A :class:`~decnet_agent_client.Fleet` awaited from asyncio: ``await fleet.call(...)``
-    and ``async for result in fleet.as_completed(...)``. The sweep runs on its own thread;
-    results are posted to the loop with ``call_soon_threadsafe``.
+    and ``async for result in fleet.as_completed(...)``. A sweep runs on the loop's
+    completion queue, like an :class:`AgentClient` call: each host's result comes back
+    through the descriptor the loop watches, and no Python runs on another thread.
 
-    ``sweep_niceness`` is set on ``fleet`` (:meth:`Fleet.set_sweep_niceness`): the sweep's
-    worker threads run that many nice levels below the loop's thread (Linux; default 10),
-    so their TLS handshakes yield it the CPU. At 0, a first sweep of 256 stand-ins on 2
-    cores stalled the loop 7.7-29.5 ms; at 10, 2.5-5.1 ms (``python/bench/loop_stall.py``)."""
+    ``sweep_niceness`` (10 to 19, default 19) is how many nice levels below the loop's
+    thread the sweep's worker threads run (Linux): the sweep starts on a completion thread
+    already 10 levels below, and ``fleet``'s own sweep niceness is set to the rest
+    (:meth:`Fleet.set_sweep_niceness`), so their TLS handshakes yield the loop the CPU.
+    A sweep's 64 threads weigh together what their nice says times 64: at 10 they still
+    outweighed the loop's thread several times over (a first sweep of 256 stand-ins stalled
+    it 4.6-11 ms on 2 cores), at 19 they weigh about as much as it (1.3-4 ms, the same
+    sweep time)."""
 
-    def __init__(self, fleet: Fleet, *, sweep_niceness: int = 10):
-        fleet.set_sweep_niceness(sweep_niceness)
+    def __init__(self, fleet: Fleet, *, sweep_niceness: int = 19):
+        if (isinstance(sweep_niceness, bool) or not isinstance(sweep_niceness, int)
+                or not _COMPLETION_NICENESS <= sweep_niceness <= 19):
+            raise _errors.InvalidArgumentError(
+                f"invalid argument `sweep_niceness`: must be an integer from "
+                f"{_COMPLETION_NICENESS} to 19, not {sweep_niceness!r}", code=1)
+        fleet.set_sweep_niceness(sweep_niceness - _COMPLETION_NICENESS)
         self.fleet = fleet
 
     @classmethod
-    async def create(cls, identity: Identity, hosts: Any, *, sweep_niceness: int = 10,
+    async def create(cls, identity: Identity, hosts: Any, *, sweep_niceness: int = 19,
                      **options: Any) -> "AsyncFleet":
         """A new :class:`~decnet_agent_client.Fleet` (same arguments), made off the loop:
         setting up 256 hosts' TLS on the loop stalled it 13-19 ms."""
@@ -565,52 +578,65 @@ class AsyncFleet:
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def call(self, rpc: str, plan: _Plan = None, **options: Any) -> List[HostResult]:
-        """:meth:`Fleet.call` off the loop."""
-        return await _off_loop(None, functools.partial(self.fleet.call, rpc, plan, **options))
+    async def _sweep(self, rpc: str, plan: _Plan, concurrency: Optional[int],
+                     deadline: Optional[float]) -> AsyncGenerator[Dict[str, Any], None]:
+        """The sweep's completions as JSON objects: a ``"progress"`` one per host as it
+        completes, then the sweep's own (``"ok"``, with every host's result). Leaving early
+        (or cancelling) stops the sweep."""
+        queue = _queue()
+        rpc_text = cast(bytes, _c_text(rpc, "rpc"))  # not optional: never None
+        tag, items = queue.start_sweep(self.fleet, rpc_text, _plan_json(plan),
+                                       _sweep_options(concurrency, deadline))
+        ended = False
+        try:
+            while True:
+                # Results that came together are handed on a slice per loop iteration, as
+                # the calls of a gather start: `get` does not wait while some are queued.
+                await queue.admit()
+                item = await items.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item["outcome"] == "error":
+                    raise _error_from_json(item["error"])
+                ended = item["outcome"] != "progress"
+                yield item
+                if ended:
+                    return
+        finally:
+            if not ended:
+                queue.stop(tag)
+
+    async def call(self, rpc: str, plan: _Plan = None, *, concurrency: Optional[int] = None,
+                   deadline: Optional[float] = None) -> List[HostResult]:
+        """:meth:`Fleet.call`, awaited: every planned host's result, in plan order.
+        Cancelling the task stops the sweep."""
+        sweep = self._sweep(rpc, plan, concurrency, deadline)
+        try:
+            async for item in sweep:
+                if item["outcome"] == "ok":
+                    return [HostResult(raw) for raw in item["result"]]
+        finally:
+            await sweep.aclose()
+        raise _errors.InternalError("the sweep ended without its results", code=12)
 
     async def as_completed(self, rpc: str, plan: _Plan = None, *,
                            concurrency: Optional[int] = None,
                            deadline: Optional[float] = None) -> AsyncIterator[HostResult]:
-        """Yields each host's result as it completes. Leaving the loop early (or cancelling
-        the task) stops the sweep: hosts not yet started are not attempted; hosts in flight
-        finish on the sweep's thread."""
-        loop = asyncio.get_running_loop()
-        queue: "asyncio.Queue[Any]" = asyncio.Queue()
-        stop = threading.Event()
-        done = object()
-
-        def on_result(result: HostResult) -> bool:
-            loop.call_soon_threadsafe(queue.put_nowait, result)
-            return stop.is_set()
-
-        def run() -> None:
-            try:
-                results = self.fleet.call(rpc, plan, concurrency=concurrency, deadline=deadline,
-                                          on_result=on_result)
-                item: Any = (done, results, None)
-            except BaseException as error:
-                item = (done, None, error)
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop closed meanwhile: nobody is waiting
-                pass
-
-        sweep = threading.Thread(target=run, name="decnet-aio-fleet", daemon=True)
-        sweep.start()
+        """Yields each host's result as it completes; hosts cut short by the deadline, or
+        never started, come last. Leaving the loop early (or cancelling the task) stops the
+        sweep: hosts not yet started are not attempted; hosts in flight finish on the
+        library's threads."""
         seen = set()
+        sweep = self._sweep(rpc, plan, concurrency, deadline)
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, tuple) and item and item[0] is done:
-                    _, results, error = item
-                    if error is not None:
-                        raise error
-                    for result in results:
-                        if result.index not in seen:
-                            yield result
-                    return
-                seen.add(item.index)
-                yield item
+            async for item in sweep:
+                if item["outcome"] == "progress":
+                    result = HostResult(item["result"])
+                    seen.add(result.index)
+                    yield result
+                    continue
+                for raw in item["result"]:
+                    if raw["index"] not in seen:
+                        yield HostResult(raw)
         finally:
-            stop.set()
+            await sweep.aclose()

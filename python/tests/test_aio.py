@@ -146,7 +146,8 @@ def test_an_async_fleet_sweeps_below_the_loops_priority(start_worker, rsa_bundle
     saved = (log.handlers[:], log.level, log.propagate)
 
     async def main():
-        async with (await aio.AsyncFleet.create(identity, hosts, verify_hostname=True)) as swept:
+        async with (await aio.AsyncFleet.create(identity, hosts, sweep_niceness=13,
+                                                verify_hostname=True)) as swept:
             streamed = [r async for r in swept.as_completed("health")]
             called = await swept.call("health")
             return _thread_nice(), streamed, called, swept.fleet
@@ -161,9 +162,13 @@ def test_an_async_fleet_sweeps_below_the_loops_priority(start_worker, rsa_bundle
         log.setLevel(level)
         dac.sync_logging()
     assert all(r.ok for r in streamed + called)
-    assert answered_at == [min(19, on_loop + 10)] * 6, (answered_at, on_loop)
+    assert answered_at == [min(19, on_loop + 13)] * 6, (answered_at, on_loop)
     assert _thread_nice() == on_loop, "the loop's own thread keeps its priority"
     assert fleet.closed, "leaving async with closes the fleet"
+    with dac.Fleet(identity, hosts) as other:
+        for outside in (9, 20, True):  # below the completion threads' 10; above 19
+            with pytest.raises(dac.InvalidArgumentError):
+                aio.AsyncFleet(other, sweep_niceness=outside)
 
 
 def test_leaving_async_for_early_stops_the_sweep(start_worker, rsa_bundle, identity):
@@ -201,14 +206,14 @@ def _completion_threads() -> list:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and per-thread nice")
-def test_agent_calls_complete_on_the_librarys_threads_not_the_pool(start_worker, rsa_bundle,
-                                                                  master, monkeypatch):
+def test_agent_calls_and_sweeps_complete_on_the_librarys_threads(start_worker, rsa_bundle,
+                                                                 master, identity, monkeypatch):
     workers = [start_worker(rsa_bundle) for _ in range(4)]
     for w in workers:
         w.set_fault("stall", 0.3)
 
     def no_pool():
-        raise AssertionError("an agent call used the thread pool")
+        raise AssertionError("an agent call or a sweep used the thread pool")
 
     monkeypatch.setattr(aio, "_executor", no_pool)
     seen = []
@@ -217,17 +222,33 @@ def test_agent_calls_complete_on_the_librarys_threads_not_the_pool(start_worker,
         async with aio.AgentClient(worker.host_record(), identity=master) as agent:
             return await agent.health()
 
+    python_threads = []
+
     async def main():
         gathered = asyncio.gather(*(one(w) for w in workers))
         await asyncio.sleep(0.2)  # the calls are running
         seen.extend(_completion_threads())
-        return _thread_nice(), await gathered
+        answers = await gathered
+        with dac.Fleet(identity, [w.host_record(name=f"w{i}") for i, w in enumerate(workers)],
+                       verify_hostname=True) as fleet:
+            swept = aio.AsyncFleet(fleet)
+            streamed = []
+            before = set(threading.enumerate())  # earlier tests' pool threads may linger
+            async for result in swept.as_completed("status"):
+                python_threads.extend(t.name for t in set(threading.enumerate()) - before)
+                streamed.append(result)
+            called = await swept.call("health", [0, 1])
+        return _thread_nice(), answers, streamed, called
 
-    on_loop, answers = asyncio.run(main())
+    on_loop, answers, streamed, called = asyncio.run(main())
     assert answers == [{"status": "ok"}] * 4
-    assert 1 <= len(seen) <= aio._max_workers, seen
+    assert seen, "no completion thread ran the calls"  # (their bound: tests/completions.rs)
     assert set(seen) == {min(19, on_loop + 10)}, (seen, on_loop)
-    assert [[path for _, path, _ in w.ledger] for w in workers] == [["/health"]] * 4
+    assert sorted(r.index for r in streamed) == [0, 1, 2, 3] and all(r.ok for r in streamed)
+    assert [r.index for r in called] == [0, 1] and all(r.ok for r in called)
+    assert not [name for name in python_threads if name.startswith("decnet")], python_threads
+    assert [[path for _, path, _ in w.ledger] for w in workers] == [
+        ["/health", "/status", "/health"]] * 2 + [["/health", "/status"]] * 2
 
 
 def test_a_cancelled_call_still_queued_is_never_sent(worker, master):
@@ -294,3 +315,22 @@ def test_agent_errors_from_completions_keep_their_classes(start_worker, rsa_bund
     assert http.status == 500 and isinstance(http, dac.HTTPStatusError)
     assert connect.kind == "connect"
     assert [path for _, path, _ in worker.ledger] == ["/deploy"]
+
+
+def test_cancelling_an_async_fleet_call_stops_the_sweep(start_worker, rsa_bundle, identity):
+    workers = [start_worker(rsa_bundle) for _ in range(3)]
+    workers[0].set_fault("stall", 0.6)  # in flight when the task is cancelled
+    hosts = [w.host_record(name=f"w{i}") for i, w in enumerate(workers)]
+
+    async def main():
+        with dac.Fleet(identity, hosts, verify_hostname=True) as fleet:
+            task = asyncio.ensure_future(aio.AsyncFleet(fleet).call("health", concurrency=1))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(1.0)  # the stalled host ends; nothing after it starts
+
+    asyncio.run(main())
+    assert [path for _, path, _ in workers[0].ledger] == ["/health"]
+    assert workers[1].ledger == [] and workers[2].ledger == [], "a host after the stop was contacted"
