@@ -1,7 +1,8 @@
 """Calls that complete on the library's own threads and reach an asyncio loop through one
 file descriptor (``decnet_completions_*``): the loop watches it with ``add_reader`` and
-pops finished calls, so no Python runs on any other thread and the loop's thread never
-waits for the GIL behind a pool of threads.
+pops finished calls, so no Python runs on any other thread (but the logging bridge's, when
+a handler wants the library's events) and the loop's thread never waits for the GIL
+behind a pool of threads.
 
 One queue per event loop, made on its first call and freed when the loop is collected.
 

@@ -12,7 +12,10 @@ The worker's pin is checked inside every TLS handshake (no probe
 connection). An :class:`AgentClient` call and an :class:`AsyncFleet` sweep
 run on the library's own threads and complete through a file descriptor the
 loop watches (``add_reader``): no Python runs on another thread, so the loop
-never waits for the GIL. Updater calls run on a bounded thread pool. Both
+never waits for the GIL. (Except logging: when a handler of the
+``decnet_agent_client`` logger, or of the root logger, wants INFO, the library's events
+are logged on the threads doing the work, which take the GIL; in an asyncio service keep
+that logger at WARNING.) Updater calls run on a bounded thread pool. Both
 are bounded by :func:`set_max_workers` (default 4 threads per core, at most
 64), and the library's threads run 10 nice levels below the loop's (Linux),
 so their TLS work yields it the CPU.
@@ -540,7 +543,8 @@ class AsyncFleet:
     """A :class:`~decnet_agent_client.Fleet` awaited from asyncio: ``await fleet.call(...)``
     and ``async for result in fleet.as_completed(...)``. A sweep runs on the loop's
     completion queue, like an :class:`AgentClient` call: each host's result comes back
-    through the descriptor the loop watches, and no Python runs on another thread.
+    through the descriptor the loop watches, and no Python runs on another thread (but
+    logging's, see the module's docstring).
 
     ``sweep_niceness`` (10 to 19, default 19) is how many nice levels below the loop's
     thread the sweep's worker threads run (Linux): the sweep starts on a completion thread
