@@ -3,11 +3,14 @@
 //! event loop (asyncio's `add_reader`, epoll, poll) learns of finished
 //! calls without running any of its own code on another thread.
 //!
-//! The loop's side never waits for a completion thread: calls go to the
-//! threads and completions come back through lock-free channels, and the
-//! descriptor is one end of a socket pair that each completion writes a
-//! byte to. (The threads run below the loop's priority; a lock they held
-//! when the scheduler set them aside would stall the loop behind them.)
+//! The loop's side takes no lock a completion thread holds while it works:
+//! calls go to the threads and completions come back through std's
+//! channels, and the descriptor is one end of a socket pair that each
+//! completion writes a byte to. (The threads run below the loop's
+//! priority; a lock one held when the scheduler set it aside would stall
+//! the loop behind it, as a first version with one mutex did. A channel can
+//! still make the loop wait the few instructions a thread needs to finish
+//! writing a slot it took, or to register itself as waiting.)
 //! After its last completion is popped the descriptor may still report
 //! readiness once: popping then finds nothing and resets it.
 
