@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::fleet::engine::lower_priority;
-use crate::fleet::{error_to_json, MAX_SWEEP_NICENESS};
+use crate::fleet::{checked_niceness, error_to_json};
 
 /// Stack size of the completion threads: one TLS handshake and one HTTP
 /// exchange at a time need far less than the platform's default.
@@ -172,15 +172,7 @@ impl Completions {
                 format!("must be from 1 to {MAX_COMPLETION_THREADS}"),
             ));
         }
-        let niceness = u8::try_from(niceness)
-            .ok()
-            .filter(|&n| u32::from(n) <= MAX_SWEEP_NICENESS)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "niceness",
-                    format!("must be from 0 to {MAX_SWEEP_NICENESS}"),
-                )
-            })?;
+        let niceness = checked_niceness(niceness)?;
         let pipe_error = |e: std::io::Error| {
             Error::internal(format!("cannot make the completion socket pair: {e}"))
         };

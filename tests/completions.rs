@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{client_for, setup};
+use common::{client_for, nice_in_stat, setup, thread_nice};
 use decnet_agent_client::completions::{Completion, Completions};
 use decnet_agent_client::fleet::Call;
-use decnet_agent_client::testkit::Fault;
+use decnet_agent_client::testkit::{Fault, StandInWorker, TestPki};
 use decnet_agent_client::{AgentClient, ErrorKind};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use serde_json::json;
@@ -59,8 +59,7 @@ fn health(
 }
 
 /// The nice values of this process's completion threads, from
-/// `/proc/self/task/*/stat` (field 19; the name in parentheses may hold
-/// spaces).
+/// `/proc/self/task/*/stat`.
 fn completion_thread_nice() -> Vec<i32> {
     let mut values = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -73,16 +72,9 @@ fn completion_thread_nice() -> Vec<i32> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        values.push(after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap());
+        values.push(nice_in_stat(&stat));
     }
     values
-}
-
-fn own_nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -230,21 +222,32 @@ fn no_more_calls_run_at_once_than_the_queue_has_threads() {
     assert_eq!(queue.threads(), 3, "idle threads stay for the next calls");
 }
 
-#[test]
-fn a_withdrawn_call_is_never_sent_and_a_running_one_cannot_be_withdrawn() {
-    let _serial = serial();
-    let s = setup();
-    s.worker.set_fault(Fault::Stall(Duration::from_millis(400)));
-    let client = Arc::new(s.client);
+/// A one-thread queue whose thread runs tag 1, a `/health` the worker
+/// answers after 400 ms, while tag 2, a `/self-destruct`, waits behind it;
+/// the worker (and the PKI it was issued from); and when the wait began.
+fn health_running_self_destruct_queued() -> (StandInWorker, TestPki, Completions, Instant) {
+    let common::Setup {
+        pki,
+        worker,
+        client,
+    } = setup();
+    worker.set_fault(Fault::Stall(Duration::from_millis(400)));
+    let client = Arc::new(client);
     let queue = Completions::new(1, 0).unwrap();
     queue.submit(1, health(&client)).unwrap();
-    let c = client.clone();
-    queue.submit(2, move || c.self_destruct()).unwrap();
+    queue.submit(2, move || client.self_destruct()).unwrap();
     let started = Instant::now();
-    while s.worker.ledger().is_empty() {
+    while worker.ledger().is_empty() {
         assert!(started.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(2));
     }
+    (worker, pki, queue, started)
+}
+
+#[test]
+fn a_withdrawn_call_is_never_sent_and_a_running_one_cannot_be_withdrawn() {
+    let _serial = serial();
+    let (worker, _pki, queue, _) = health_running_self_destruct_queued();
     assert!(!queue.withdraw(1), "tag 1 is running");
     assert!(queue.withdraw(2), "tag 2 is still queued");
     assert!(!queue.withdraw(2), "withdrawn once");
@@ -253,25 +256,14 @@ fn a_withdrawn_call_is_never_sent_and_a_running_one_cannot_be_withdrawn() {
     assert_eq!(done[0].tag, 1);
     std::thread::sleep(Duration::from_millis(600));
     assert!(queue.pop().is_none(), "no completion for a withdrawn call");
-    let paths: Vec<String> = s.worker.ledger().into_iter().map(|e| e.path).collect();
+    let paths: Vec<String> = worker.ledger().into_iter().map(|e| e.path).collect();
     assert_eq!(paths, ["/health"]);
 }
 
 #[test]
 fn a_dropped_queue_sends_nothing_queued_and_its_threads_end_after_the_call_in_flight() {
     let _serial = serial();
-    let s = setup();
-    s.worker.set_fault(Fault::Stall(Duration::from_millis(400)));
-    let client = Arc::new(s.client);
-    let queue = Completions::new(1, 0).unwrap();
-    queue.submit(1, health(&client)).unwrap();
-    let c = client.clone();
-    queue.submit(2, move || c.self_destruct()).unwrap();
-    let started = Instant::now();
-    while s.worker.ledger().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let (worker, _pki, queue, started) = health_running_self_destruct_queued();
     assert_eq!(completion_thread_nice().len(), 1);
     drop(queue);
     while !completion_thread_nice().is_empty() {
@@ -281,7 +273,7 @@ fn a_dropped_queue_sends_nothing_queued_and_its_threads_end_after_the_call_in_fl
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let paths: Vec<String> = s.worker.ledger().into_iter().map(|e| e.path).collect();
+    let paths: Vec<String> = worker.ledger().into_iter().map(|e| e.path).collect();
     assert_eq!(paths, ["/health"], "the queued self-destruct was sent");
 }
 
@@ -291,7 +283,7 @@ fn completion_threads_run_below_the_callers_priority() {
     let s = setup();
     s.worker.set_fault(Fault::Stall(Duration::from_millis(300)));
     let client = Arc::new(s.client);
-    let caller = own_nice();
+    let caller = thread_nice();
     let queue = Completions::new(2, 7).unwrap();
     queue.submit(1, health(&client)).unwrap();
     queue.submit(2, health(&client)).unwrap();
@@ -306,7 +298,7 @@ fn completion_threads_run_below_the_callers_priority() {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert_eq!(own_nice(), caller, "the caller keeps its priority");
+    assert_eq!(thread_nice(), caller, "the caller keeps its priority");
     collect(&queue, 2);
     assert!(Completions::new(1, 20).is_err());
     assert!(Completions::new(0, 0).is_err());

@@ -6,21 +6,16 @@
 //! runs on the thread doing the work, to read each worker thread's nice.
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
+
+use common::thread_nice;
 
 use decnet_agent_client::events::{self, Level};
 use decnet_agent_client::fleet::{Call, Flow, SweepOptions};
 use decnet_agent_client::testkit::{Behaviour, Swarm, TestPki};
 use decnet_agent_client::{ErrorKind, Fleet, HostnameVerification, Outcome};
-
-/// The calling thread's nice value (Linux keeps one per thread), from
-/// field 19 of `/proc/thread-self/stat`.
-fn thread_nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    // The name (field 2) is in parentheses and may hold spaces.
-    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-    after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
-}
 
 /// Sweeps `health` over `fleet` and returns the nice values seen on the
 /// threads that answered (the worker threads) and in the callback.

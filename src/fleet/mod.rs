@@ -68,6 +68,20 @@ pub struct SweepOptions {
 /// Largest niceness [`Fleet::set_sweep_niceness`] accepts.
 pub const MAX_SWEEP_NICENESS: u32 = 19;
 
+/// `increment` as a niceness (0 to [`MAX_SWEEP_NICENESS`]), or an
+/// invalid-argument error naming `niceness`.
+pub(crate) fn checked_niceness(increment: u32) -> Result<u8> {
+    u8::try_from(increment)
+        .ok()
+        .filter(|&n| u32::from(n) <= MAX_SWEEP_NICENESS)
+        .ok_or_else(|| {
+            Error::invalid(
+                "niceness",
+                format!("must be from 0 to {MAX_SWEEP_NICENESS}, not {increment}"),
+            )
+        })
+}
+
 /// Settings that apply to every sweep unless a call overrides them; also
 /// one sweep's settings once resolved ([`Fleet::settings`]).
 #[derive(Debug, Clone, Copy)]
@@ -280,15 +294,7 @@ impl Fleet {
     /// effect. The cost: under other load at normal priority a sweep gets
     /// less CPU and takes longer.
     pub fn set_sweep_niceness(&self, increment: u32) -> Result<()> {
-        let niceness = u8::try_from(increment)
-            .ok()
-            .filter(|&n| u32::from(n) <= MAX_SWEEP_NICENESS)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "niceness",
-                    format!("must be from 0 to {MAX_SWEEP_NICENESS}, not {increment}"),
-                )
-            })?;
+        let niceness = checked_niceness(increment)?;
         self.defaults
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -41,6 +41,18 @@ pub fn client_for(pki: &TestPki, worker: &StandInWorker, pinned: bool) -> AgentC
     }
 }
 
+/// The nice value in a `/proc/.../stat` line (field 19; the name, field 2,
+/// is in parentheses and may hold spaces).
+pub fn nice_in_stat(stat: &str) -> i32 {
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after_name.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+}
+
+/// The calling thread's nice value (Linux keeps one per thread).
+pub fn thread_nice() -> i32 {
+    nice_in_stat(&std::fs::read_to_string("/proc/thread-self/stat").unwrap())
+}
+
 /// Asserts that `result` failed with `kind`, and returns the error.
 #[track_caller]
 pub fn expect_kind<T: std::fmt::Debug>(result: Result<T, Error>, kind: ErrorKind) -> Error {
