@@ -137,7 +137,7 @@ class CompletionQueue:
             return await future
         except asyncio.CancelledError:
             if future.cancelled():
-                self._withdraw(tag)
+                self.stop(tag)
             raise
 
     def start_sweep(self, fleet: Fleet, rpc: bytes, plan_json: Optional[bytes],
@@ -157,12 +157,8 @@ class CompletionQueue:
 
     def stop(self, tag: int) -> None:
         """Forgets the call or sweep ``tag``: withdrawn if no thread started it; a running
-        sweep starts no more hosts; what it still posts is dropped."""
-        self._withdraw(tag)
-
-    def _withdraw(self, tag: int) -> None:
-        # Forgotten either way: a completion with no future waiting is dropped (and a
-        # cancelled future kept here would keep its loop alive through this queue).
+        sweep starts no more hosts; what it still posts is dropped (and a cancelled future
+        kept here would keep its loop alive through this queue)."""
         self._waiting.pop(tag, None)
         withdrawn = c_bool(False)
         _check(lib.decnet_completions_withdraw(self._pointer, tag, byref(withdrawn)))

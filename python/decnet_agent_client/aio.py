@@ -295,8 +295,9 @@ def _stamp(identity: MasterIdentity) -> Tuple[int, ...]:
 
 def _cached_identity(identity: MasterIdentity) -> Identity:
     """``identity`` loaded, and loaded again when one of its files changed (looked at once
-    a second at most): an agent client is made on the loop, and reading and parsing the
-    bundle for each of a gather's clients is work the loop would wait for."""
+    a second at most), for agent and updater clients alike: an agent client is made on the
+    loop, and reading and parsing the bundle for each of a gather's clients is work the
+    loop would wait for."""
     now = time.monotonic()
     with _identities_lock:
         known = _identities.get(identity)
@@ -487,9 +488,9 @@ class UpdaterClient(_AsyncOwner):
         self._sync: Optional[_SyncUpdater] = None
 
     def _open(self) -> _SyncUpdater:
-        with _load(self._identity) as identity:
-            return _SyncUpdater.connect_to(identity, self._address, self._port, self._pin or "",
-                                           verify_hostname=self._verify_hostname)
+        return _SyncUpdater.connect_to(_cached_identity(self._identity), self._address,
+                                       self._port, self._pin or "",
+                                       verify_hostname=self._verify_hostname)
 
     async def __aenter__(self) -> "UpdaterClient":
         if not self._pin:
